@@ -1,0 +1,19 @@
+//! Shared pieces of the segkit assignments: device choice, data, layers, losses,
+//! optimisers, the training loop, metrics, plots and pictures.
+
+pub mod checkpoint;
+pub mod data;
+pub mod device;
+pub mod kernels;
+pub mod loss;
+pub mod metrics;
+pub mod nn;
+pub mod optim;
+pub mod palette;
+pub mod plot;
+pub mod schedule;
+pub mod train;
+pub mod viz;
+
+/// The result type of the host-side (non-tensor) parts of `common`.
+pub type Result<T> = anyhow::Result<T>;
