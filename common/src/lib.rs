@@ -4,6 +4,7 @@
 pub mod checkpoint;
 pub mod data;
 pub mod device;
+pub mod init;
 pub mod kernels;
 pub mod loss;
 pub mod metrics;
