@@ -41,21 +41,12 @@ pub struct ParamGroup {
 
 /// Collects the trainable vars of `varmap` into a group, sorted by name.
 ///
-/// With `prefix = Some("down1")` only the vars under that module are taken:
-/// keys equal to `down1` or starting with `down1.` (so `down10.weight` is not
-/// taken). BatchNorm running statistics (keys ending in `running_mean`,
-/// `running_var` or `num_batches_tracked`) are never taken.
+/// With `prefix = Some(p)` only keys starting with `p` are taken: `Some("down")`
+/// takes `down1.*` to `down4.*`; end the prefix with a dot (`Some("down1.")`)
+/// to take exactly one module. BatchNorm running statistics (keys ending in
+/// `running_mean`, `running_var` or `num_batches_tracked`) are never taken.
 pub fn param_group(name: &str, varmap: &VarMap, prefix: Option<&str>, lr_scale: f64) -> ParamGroup {
-    let under_prefix = |key: &str| match prefix {
-        None => true,
-        Some(p) => {
-            let module = p.trim_end_matches('.');
-            key == module
-                || key
-                    .strip_prefix(module)
-                    .is_some_and(|rest| rest.starts_with('.'))
-        }
-    };
+    let under_prefix = |key: &str| prefix.is_none_or(|p| key.starts_with(p));
     // A poisoned lock only means another thread panicked while holding it; the
     // map itself is still usable.
     let data = varmap.data().lock().unwrap_or_else(|e| e.into_inner());
