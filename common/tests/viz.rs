@@ -47,8 +47,14 @@ fn overlay_blends_only_labelled_pixels() {
     assert_eq!(out.get_pixel(1, 1), &Rgb([86, 147, 223]));
 
     // alpha 1 paints the colour, out-of-range alpha is clamped, NaN is 0.
-    assert_eq!(overlay(&image, &mask, 1.0).get_pixel(1, 0), &Rgb([128, 0, 0]));
-    assert_eq!(overlay(&image, &mask, 7.0).get_pixel(1, 0), &Rgb([128, 0, 0]));
+    assert_eq!(
+        overlay(&image, &mask, 1.0).get_pixel(1, 0),
+        &Rgb([128, 0, 0])
+    );
+    assert_eq!(
+        overlay(&image, &mask, 7.0).get_pixel(1, 0),
+        &Rgb([128, 0, 0])
+    );
     assert_eq!(
         overlay(&image, &mask, f32::NAN).get_pixel(1, 0),
         &Rgb([51, 153, 255])
@@ -103,17 +109,25 @@ fn panel_is_image_truth_prediction_with_gaps() -> Result<()> {
     let prediction = Array2::from_elem((h, w), 2u8);
     let picture = panel(&image, Some(&truth), &prediction)?;
     // 3 W + 2 gaps = 15 + 8.
-    assert_eq!(picture.dimensions(), (3 * w as u32 + 2 * PANEL_GAP, h as u32));
+    assert_eq!(
+        picture.dimensions(),
+        (3 * w as u32 + 2 * PANEL_GAP, h as u32)
+    );
     assert_eq!(picture.get_pixel(4, 3), &Rgb([0, 0, 255]));
     assert_eq!(picture.get_pixel(5, 0), &Rgb([255, 255, 255])); // gap
     assert_eq!(picture.get_pixel(5 + PANEL_GAP, 0), &Rgb([128, 0, 0]));
     assert_eq!(picture.get_pixel(2 * (5 + PANEL_GAP), 3), &Rgb([0, 128, 0]));
 
     let without_truth = panel(&image, None, &prediction)?;
-    assert_eq!(without_truth.dimensions(), (2 * w as u32 + PANEL_GAP, h as u32));
+    assert_eq!(
+        without_truth.dimensions(),
+        (2 * w as u32 + PANEL_GAP, h as u32)
+    );
 
     let small = Array2::zeros((3, 5));
-    let err = panel(&image, Some(&small), &prediction).unwrap_err().to_string();
+    let err = panel(&image, Some(&small), &prediction)
+        .unwrap_err()
+        .to_string();
     assert_eq!(err, "panel: truth mask is 3x5 but the image is 4x5");
 
     let dir = tempfile::tempdir()?;
@@ -205,7 +219,10 @@ fn read_palette_png(path: &Path) -> Result<Array2<u8>> {
 fn check_foreground_pictures(image: &Array3<f32>, mask: &Array2<u8>) -> Result<()> {
     let (_, h, w) = image.dim();
     let picture = panel(image, Some(mask), mask)?;
-    assert_eq!(picture.dimensions(), (3 * w as u32 + 2 * PANEL_GAP, h as u32));
+    assert_eq!(
+        picture.dimensions(),
+        (3 * w as u32 + 2 * PANEL_GAP, h as u32)
+    );
     let plain = to_rgb_image(image);
     let blended = overlay(image, mask, 0.5);
     for ((y, x), &label) in mask.indexed_iter() {
