@@ -55,7 +55,11 @@ fn max_pool_tie_gives_the_whole_gradient_to_the_first_maximum() -> Result<()> {
     // One 2x2 window of equal values: PyTorch (CPU) puts the gradient 1 on the first.
     let x = candle::Var::new(&[[[[7f64, 7.], [7., 7.]]]], &Device::Cpu)?;
     let grads = max_pool2d(x.as_tensor(), 2)?.sum_all()?.backward()?;
-    let g = grads.get(x.as_tensor()).expect("gradient").flatten_all()?.to_vec1::<f64>()?;
+    let g = grads
+        .get(x.as_tensor())
+        .expect("gradient")
+        .flatten_all()?
+        .to_vec1::<f64>()?;
     assert_eq!(g, vec![1., 0., 0., 0.]);
     Ok(())
 }
@@ -65,7 +69,10 @@ fn gradcheck_catches_candles_wrong_max_pool_backward() -> Result<()> {
     // candle's own max_pool2d scales the gradient by 1/4: the checker must say so.
     let x = tensor(&[1, 2, 4, 4], 3.0)?;
     let err = check_gradient(|x| weighted_sum(&x.max_pool2d(2)?, 4.0), &x, 1e-5)?;
-    assert!(err > 0.5, "candle max_pool2d should fail the check, error {err}");
+    assert!(
+        err > 0.5,
+        "candle max_pool2d should fail the check, error {err}"
+    );
     Ok(())
 }
 
@@ -95,7 +102,10 @@ fn upsample_nearest_gradient_adds_when_input_feeds_two_ops() -> Result<()> {
         weighted_sum(&x.upsample_nearest2d(9, 12)?, 5.0)? + weighted_sum(&x.sqr()?, 6.0)?
     };
     let err = check_gradient(f_candle, &x, 1e-5)?;
-    assert!(err > 1e-2, "candle upsample_nearest2d should fail, error {err}");
+    assert!(
+        err > 1e-2,
+        "candle upsample_nearest2d should fail, error {err}"
+    );
     Ok(())
 }
 
@@ -104,7 +114,15 @@ fn bilinear_matrix_matches_pytorch_by_hand() -> Result<()> {
     // F.interpolate(torch.tensor([[[[1., 2.]]]]), size=(1, 4), mode="bilinear",
     // align_corners=False) = [1.00, 1.25, 1.75, 2.00]: sources at 0 (clamped), 0.25, 0.75, 1.25.
     let m = bilinear_matrix(2, 4, &Device::Cpu, DType::F64)?.to_vec2::<f64>()?;
-    assert_eq!(m, vec![vec![1., 0.], vec![0.75, 0.25], vec![0.25, 0.75], vec![0., 1.]]);
+    assert_eq!(
+        m,
+        vec![
+            vec![1., 0.],
+            vec![0.75, 0.25],
+            vec![0.25, 0.75],
+            vec![0., 1.]
+        ]
+    );
     let x = Tensor::new(&[[[[1f64, 2.]]]], &Device::Cpu)?;
     let y = resize_bilinear(&x, 1, 4)?.flatten_all()?.to_vec1::<f64>()?;
     assert_eq!(y, vec![1.0, 1.25, 1.75, 2.0]);
@@ -148,7 +166,10 @@ fn resize_bilinear_matches_reference_at_non_integer_sizes() -> Result<()> {
             for (xc, yc) in xn.iter().zip(yn) {
                 let expected = reference_bilinear(xc, (h_in, w_in), (h, w));
                 for (a, b) in yc.iter().zip(&expected) {
-                    assert!((a - b).abs() < 1e-12, "{h_in}x{w_in} -> {h}x{w}: {a} vs {b}");
+                    assert!(
+                        (a - b).abs() < 1e-12,
+                        "{h_in}x{w_in} -> {h}x{w}: {a} vs {b}"
+                    );
                 }
             }
         }
@@ -162,7 +183,11 @@ fn resize_bilinear_matches_reference_at_non_integer_sizes() -> Result<()> {
 #[test]
 fn resize_bilinear_gradient_matches_finite_differences() -> Result<()> {
     let x = tensor(&[2, 2, 5, 7], 10.0)?;
-    let err = check_gradient(|x| weighted_sum(&resize_bilinear(x, 8, 11)?, 11.0), &x, 1e-5)?;
+    let err = check_gradient(
+        |x| weighted_sum(&resize_bilinear(x, 8, 11)?, 11.0),
+        &x,
+        1e-5,
+    )?;
     assert!(err < 1e-5, "resize_bilinear up gradient error {err}");
     let err = check_gradient(|x| weighted_sum(&resize_bilinear(x, 3, 4)?, 12.0), &x, 1e-5)?;
     assert!(err < 1e-5, "resize_bilinear down gradient error {err}");
@@ -183,17 +208,24 @@ fn bad_inputs_give_clear_errors() -> Result<()> {
     let x3 = Tensor::zeros((1, 4, 4), DType::F32, &Device::Cpu)?;
     let x4 = Tensor::zeros((1, 1, 2, 2), DType::F32, &Device::Cpu)?;
     let msg = max_pool2d(&x3, 2).unwrap_err().to_string();
-    assert!(msg.contains("(N, C, H, W)") && msg.contains("[1, 4, 4]"), "{msg}");
+    assert!(
+        msg.contains("(N, C, H, W)") && msg.contains("[1, 4, 4]"),
+        "{msg}"
+    );
     let msg = max_pool2d(&x4, 3).unwrap_err().to_string();
     assert!(msg.contains("smaller than the 3x3 window"), "{msg}");
     let msg = upsample_nearest2d(&x4, 0).unwrap_err().to_string();
     assert!(msg.contains("factor must be at least 1"), "{msg}");
     let msg = resize_bilinear(&x4, 0, 3).unwrap_err().to_string();
     assert!(msg.contains("output size must be positive"), "{msg}");
-    let msg = check_gradient(|x| x.sum_all(), &x4, 1e-5).unwrap_err().to_string();
+    let msg = check_gradient(|x| x.sum_all(), &x4, 1e-5)
+        .unwrap_err()
+        .to_string();
     assert!(msg.contains("needs f64"), "{msg}");
     let x64 = x4.to_dtype(DType::F64)?;
-    let msg = check_gradient(|x| Ok(x.clone()), &x64, 1e-5).unwrap_err().to_string();
+    let msg = check_gradient(|x| Ok(x.clone()), &x64, 1e-5)
+        .unwrap_err()
+        .to_string();
     assert!(msg.contains("must return a scalar"), "{msg}");
     Ok(())
 }

@@ -43,7 +43,51 @@ pub fn conv2d(xs: &Tensor, weight: &Tensor, p: &ConvConfig) -> Result<Tensor> {
             p.stride
         );
     }
-    xs.conv2d(weight, p.padding, p.stride, p.dilation, p.groups)
+    if p.groups > 1 {
+        // candle's conv2d backward ignores `groups` (it hard-codes 1): run one
+        // group-1 convolution per group and concatenate, so narrow/cat carry the
+        // gradient. (C_in/g channels, C_out/g filters each.)
+        let c_out = weight.dim(0)?;
+        if c_out % p.groups != 0 {
+            bail!(
+                "conv2d: {c_out} output channels are not divisible by groups {}",
+                p.groups
+            );
+        }
+        let single = ConvConfig { groups: 1, ..*p };
+        let (c_in_g, c_out_g) = (c_in / p.groups, c_out / p.groups);
+        let parts = (0..p.groups)
+            .map(|g| {
+                conv2d(
+                    &xs.narrow(1, g * c_in_g, c_in_g)?,
+                    &weight.narrow(0, g * c_out_g, c_out_g)?,
+                    &single,
+                )
+            })
+            .collect::<Result<Vec<_>>>()?;
+        return Tensor::cat(&parts, 1);
+    }
+    // candle's conv2d backward derives ONE output_padding from the height and uses
+    // it for the width too, so the input gradient has the wrong shape (an error)
+    // when the strided windows leave a different number of unused trailing rows
+    // than columns. Then pad explicitly and drop the unused tail first, so the
+    // convolution covers its input exactly (padding 0, no remainder); the pad and
+    // narrow ops carry the gradient back.
+    let unused =
+        |size: usize, k: usize| (size + 2 * p.padding - p.dilation * (k - 1) - 1) % p.stride;
+    let (r_h, r_w) = (unused(h, kh), unused(w, kw));
+    if r_h != r_w {
+        let padded = xs
+            .pad_with_zeros(2, p.padding, p.padding)?
+            .pad_with_zeros(3, p.padding, p.padding)?;
+        // (N, C, H + 2p, W + 2p) -> (N, C, H + 2p - r_h, W + 2p - r_w)
+        let exact =
+            padded
+                .narrow(2, 0, h + 2 * p.padding - r_h)?
+                .narrow(3, 0, w + 2 * p.padding - r_w)?;
+        return exact.conv2d(weight, 0, p.stride, p.dilation, 1);
+    }
+    xs.conv2d(weight, p.padding, p.stride, p.dilation, 1)
 }
 
 /// 2-D transposed convolution, bias NOT added (`p.bias` is ignored here) (PyTorch `F.conv_transpose2d`, groups 1).
