@@ -111,7 +111,7 @@ pub fn pixel_cross_entropy(
 /// `logits (N, K, H, W)`, `targets (N, H, W)` -> scalar
 pub fn dice_loss(logits: &Tensor, targets: &Tensor, eps: f64) -> Result<Tensor> {
     let what = "dice_loss";
-    if !(eps >= 0.0) {
+    if eps.is_nan() || eps < 0.0 {
         bail!("{what}: eps must be non-negative, got {eps}");
     }
     let (k, targets, valid) = prepare(logits, targets, what)?;

@@ -53,7 +53,7 @@ pub fn check_gradient_vars(
     vars: &[Var],
     eps: f64,
 ) -> Result<Vec<f64>> {
-    if !(eps > 0.0) {
+    if eps.is_nan() || eps <= 0.0 {
         bail!("gradcheck: eps must be positive, got {eps}");
     }
     for v in vars {

@@ -19,7 +19,10 @@ pub fn conv_transpose_out_size(input: usize, k: usize, p: &ConvTransposeConfig) 
     full.checked_sub(2 * p.padding).filter(|&o| o > 0)
 }
 
-/// 2-D convolution, bias NOT added (`p.bias` is ignored here; the layer adds it) (cross-correlation, like PyTorch).
+/// 2-D convolution (cross-correlation, like PyTorch), bias NOT added (`p.bias` is ignored here; the layer adds it).
+///
+/// Two candle 0.11 backward bugs are avoided here (see the comments in the body):
+/// grouped convolutions and different unused remainders along H and W.
 ///
 /// # Shapes
 /// `xs (N, C_in, H, W)`, `weight (C_out, C_in / groups, k, k)` -> `(N, C_out, H', W')`
@@ -34,6 +37,9 @@ pub fn conv2d(xs: &Tensor, weight: &Tensor, p: &ConvConfig) -> Result<Tensor> {
             p.groups,
             c_in_k * p.groups
         );
+    }
+    if p.stride == 0 || p.dilation == 0 {
+        bail!("conv2d: stride and dilation must be at least 1, got {p:?}");
     }
     if conv_out_size(h, kh, p).is_none() || conv_out_size(w, kw, p).is_none() {
         bail!(

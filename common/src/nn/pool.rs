@@ -15,7 +15,7 @@ use candle::{bail, Result, Tensor, D};
 /// the FIRST of them in row-major window order, which is what PyTorch does on CPU.
 /// (Candle's `max` reduction would instead give the full gradient to EVERY tied
 /// element, duplicating it; hence `argmax` + `gather` here. On CPU candle's `argmax`
-/// keeps the first maximum; `common/tests/nn_pool.rs` checks this.)
+/// keeps the first maximum; `common/tests/nn_resample.rs` checks this.)
 ///
 /// # Shapes
 /// `(N, C, H, W) -> (N, C, H / k, W / k)`
