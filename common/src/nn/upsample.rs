@@ -1,0 +1,85 @@
+//! Nearest and bilinear up-sampling with correct gradients.
+//!
+//! Nearest: candle's `upsample_nearest2d` backward overwrites the input's gradient
+//! instead of adding to it; here it is a broadcast + reshape, whose backward sums.
+//! Bilinear: candle's `upsample_bilinear2d` has no backward; here it is
+//! `A_h · X · A_wᵀ` with interpolation matrices matching PyTorch's
+//! `F.interpolate(mode="bilinear", align_corners=False, antialias=False)`.
+
+use candle::{bail, DType, Device, Result, Tensor};
+
+/// Nearest-neighbour up-sampling by an integer `factor` (PyTorch
+/// `F.interpolate(x, scale_factor=factor, mode="nearest")`).
+///
+/// The backward ADDS the summed gradient of each `factor x factor` block into the
+/// input's gradient, so it is right when the input also feeds another op.
+///
+/// # Shapes
+/// `(N, C, H, W) -> (N, C, H * factor, W * factor)`
+pub fn upsample_nearest2d(xs: &Tensor, factor: usize) -> Result<Tensor> {
+    let (n, c, h, w) = match xs.dims() {
+        &[n, c, h, w] => (n, c, h, w),
+        dims => bail!("upsample_nearest2d expects an (N, C, H, W) tensor, got shape {dims:?}"),
+    };
+    if factor == 0 {
+        bail!("upsample_nearest2d: factor must be at least 1, got 0");
+    }
+    // (N, C, H, W) -> (N, C, H, 1, W, 1) -> (N, C, H, f, W, f) -> (N, C, H*f, W*f)
+    xs.reshape((n, c, h, 1, w, 1))?
+        .broadcast_as((n, c, h, factor, w, factor))?
+        .reshape((n, c, h * factor, w * factor))
+}
+
+/// The `(out_size, in_size)` matrix of 1-D linear interpolation with PyTorch's
+/// `align_corners=False` rule: output `i` samples the input at
+/// `max(0, (i + 0.5) * in_size / out_size - 0.5)`, mixing the two neighbours
+/// `floor` and `floor + 1` (clamped to the last input) by the fractional part.
+/// Each row sums to 1.
+pub fn bilinear_matrix(
+    in_size: usize,
+    out_size: usize,
+    device: &Device,
+    dtype: DType,
+) -> Result<Tensor> {
+    if in_size == 0 || out_size == 0 {
+        bail!("bilinear_matrix: sizes must be positive, got in {in_size}, out {out_size}");
+    }
+    let scale = in_size as f64 / out_size as f64;
+    let mut m = vec![0f64; out_size * in_size];
+    for i in 0..out_size {
+        let src = ((i as f64 + 0.5) * scale - 0.5).max(0.0);
+        let i0 = (src.floor() as usize).min(in_size - 1);
+        let i1 = (i0 + 1).min(in_size - 1);
+        let lambda = src - i0 as f64;
+        m[i * in_size + i0] += 1.0 - lambda;
+        m[i * in_size + i1] += lambda;
+    }
+    Tensor::from_vec(m, (out_size, in_size), device)?.to_dtype(dtype)
+}
+
+/// Bilinear resize to any `h x w`, equal to PyTorch
+/// `F.interpolate(x, size=(h, w), mode="bilinear", align_corners=False)`, with a
+/// gradient (two matrix products).
+///
+/// # Shapes
+/// `(N, C, H, W) -> (N, C, h, w)`
+pub fn resize_bilinear(xs: &Tensor, h: usize, w: usize) -> Result<Tensor> {
+    let (n, c, h_in, w_in) = match xs.dims() {
+        &[n, c, h_in, w_in] => (n, c, h_in, w_in),
+        dims => bail!("resize_bilinear expects an (N, C, H, W) tensor, got shape {dims:?}"),
+    };
+    if h == 0 || w == 0 {
+        bail!("resize_bilinear: output size must be positive, got {h}x{w}");
+    }
+    let a_h = bilinear_matrix(h_in, h, xs.device(), xs.dtype())?; // (h, H)
+    let a_w_t = bilinear_matrix(w_in, w, xs.device(), xs.dtype())?
+        .t()?
+        .contiguous()?; // (W, w)
+                        // (N*C*H, W) · (W, w) -> (N*C*H, w) -> (N*C, H, w)
+    let ys = xs
+        .reshape((n * c * h_in, w_in))?
+        .matmul(&a_w_t)?
+        .reshape((n * c, h_in, w))?;
+    // (h, H) · (N*C, H, w) -> (N*C, h, w) -> (N, C, h, w)
+    a_h.broadcast_matmul(&ys)?.reshape((n, c, h, w))
+}
