@@ -174,6 +174,15 @@ fn http_and_network_errors_name_the_url_and_leave_no_file() -> Result<()> {
     );
     assert!(!dest.exists() && !part_of(&dest).exists());
 
+    // A folder in the way of the final name: error, and no part file left behind.
+    let url = format!("{base}/data.bin");
+    let folder = dir.path().join("taken");
+    std::fs::create_dir(&folder)?;
+    let err = error_text(download(&url, &folder, None));
+    eprintln!("folder in the way: {err}");
+    assert!(err.starts_with("cannot rename"), "{err}");
+    assert!(folder.is_dir() && !part_of(&folder).exists());
+
     // A malformed expected hash is refused before any request.
     let err = error_text(download(&url, &dest, Some("abc")));
     assert_eq!(

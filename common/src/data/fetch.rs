@@ -147,7 +147,10 @@ fn download_impl(url: &str, dest: &Path, sha256: Option<&str>, offline: bool) ->
             );
         }
     }
-    std::fs::rename(&part, dest).with_context(|| format!("cannot rename {part:?} to {dest:?}"))?;
+    if let Err(err) = std::fs::rename(&part, dest) {
+        let _ = std::fs::remove_file(&part);
+        anyhow::bail!("cannot rename {part:?} to {dest:?}: {err}");
+    }
     Ok(dest.to_path_buf())
 }
 
