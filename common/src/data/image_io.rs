@@ -79,7 +79,7 @@ pub fn load_palette_mask(path: &Path) -> Result<Array2<u8>> {
     decoder.set_transformations(png::Transformations::IDENTITY);
     let mut reader = decoder
         .read_info()
-        .with_context(|| format!("mask {path:?} is not a readable PNG"))?;
+        .with_context(|| format!("mask {path:?} is not a readable PNG (corrupt, truncated or another format)"))?;
     let (color, depth) = reader.output_color_type();
     let bits = match (color, depth) {
         (png::ColorType::Indexed | png::ColorType::Grayscale, png::BitDepth::One) => 1,
