@@ -7,8 +7,8 @@ use std::path::Path;
 
 use candle::{DType, Device, Tensor};
 use common::data::image_io::{
-    image_to_tensor, load_grey_mask, load_image, load_palette_mask, mask_to_tensor,
-    save_image, save_palette_mask, tensor_to_image, tensor_to_mask,
+    image_to_tensor, load_grey_mask, load_image, load_palette_mask, mask_to_tensor, save_image,
+    save_palette_mask, tensor_to_image, tensor_to_mask,
 };
 use common::data::shared_data_set;
 use common::Result;
@@ -16,7 +16,9 @@ use ndarray::{Array2, Array3};
 
 /// An image whose values are all multiples of 1/255, so PNG stores them exactly.
 fn byte_image(h: usize, w: usize) -> Array3<f32> {
-    Array3::from_shape_fn((3, h, w), |(c, y, x)| ((c * 97 + y * 31 + x * 7) % 256) as f32 / 255.0)
+    Array3::from_shape_fn((3, h, w), |(c, y, x)| {
+        ((c * 97 + y * 31 + x * 7) % 256) as f32 / 255.0
+    })
 }
 
 /// Writes an indexed PNG of the given bit depth whose pixels are `values` (row-major).
@@ -61,7 +63,9 @@ fn png_image_round_trip_is_exact() -> Result<()> {
     save_image(&path, &image)?;
     let back = load_image(&path)?;
     assert_eq!(back.dim(), (3, 5, 7));
-    let max_err = (&back - &image).mapv(f32::abs).fold(0.0f32, |a, &b| a.max(b));
+    let max_err = (&back - &image)
+        .mapv(f32::abs)
+        .fold(0.0f32, |a, &b| a.max(b));
     assert!(max_err < 1e-6, "max error {max_err}");
     // Values between the 256 levels round to the nearest: within half a level.
     let smooth = Array3::from_shape_fn((3, 4, 4), |(c, y, x)| (c + y + x) as f32 / 9.3);
@@ -81,9 +85,15 @@ fn jpeg_image_round_trip_is_close() -> Result<()> {
     let dir = tempfile::tempdir()?;
     let path = dir.path().join("image.JPG");
     // A smooth image: JPEG keeps it to a few levels.
-    let image = Array3::from_shape_fn((3, 16, 16), |(c, y, x)| 0.2 + 0.02 * (x + y) as f32 + 0.1 * c as f32);
+    let image = Array3::from_shape_fn((3, 16, 16), |(c, y, x)| {
+        0.2 + 0.02 * (x + y) as f32 + 0.1 * c as f32
+    });
     save_image(&path, &image)?;
-    assert_eq!(&std::fs::read(&path)?[..2], &[0xFF, 0xD8], "not a JPEG file");
+    assert_eq!(
+        &std::fs::read(&path)?[..2],
+        &[0xFF, 0xD8],
+        "not a JPEG file"
+    );
     let back = load_image(&path)?;
     let mean_err = (&back - &image).mapv(f32::abs).mean().unwrap_or(1.0);
     assert!(mean_err < 0.02, "mean error {mean_err}");
@@ -120,7 +130,10 @@ fn grey_and_rgba_images_become_rgb() -> Result<()> {
 fn palette_mask_round_trip_is_exact() -> Result<()> {
     let dir = tempfile::tempdir()?;
     let path = dir.path().join("mask.png");
-    let mask = Array2::from_shape_fn((6, 9), |(y, x)| if x == 8 { 255 } else { (y * 9 + x) as u8 % 21 });
+    let mask = Array2::from_shape_fn(
+        (6, 9),
+        |(y, x)| if x == 8 { 255 } else { (y * 9 + x) as u8 % 21 },
+    );
     save_palette_mask(&path, &mask)?;
     assert_eq!(load_palette_mask(&path)?, mask);
     // The image crate sees the VOC colours, not the indices: label 1 is (128, 0, 0).
@@ -137,11 +150,17 @@ fn low_bit_depth_palette_masks_unpack() -> Result<()> {
     let (w, h) = (5, 3);
     for bits in [1u8, 2, 4, 8] {
         let max = ((1u16 << bits) - 1) as usize;
-        let values: Vec<u8> = (0..w * h).map(|i| ((i * 7 + 3) % (max + 1)) as u8).collect();
+        let values: Vec<u8> = (0..w * h)
+            .map(|i| ((i * 7 + 3) % (max + 1)) as u8)
+            .collect();
         let path = dir.path().join(format!("mask{bits}.png"));
         write_indexed_png(&path, w, h, bits, &values)?;
         let mask = load_palette_mask(&path)?;
-        assert_eq!(mask, Array2::from_shape_vec((h, w), values)?, "depth {bits}");
+        assert_eq!(
+            mask,
+            Array2::from_shape_vec((h, w), values)?,
+            "depth {bits}"
+        );
     }
     Ok(())
 }
@@ -153,13 +172,19 @@ fn grey_png_mask_reads_values_and_rgb_png_is_refused() -> Result<()> {
     image::GrayImage::from_raw(4, 1, vec![0, 1, 20, 255])
         .ok_or_else(|| anyhow::anyhow!("bad buffer"))?
         .save(&grey_path)?;
-    assert_eq!(load_palette_mask(&grey_path)?.into_raw_vec_and_offset().0, vec![0, 1, 20, 255]);
+    assert_eq!(
+        load_palette_mask(&grey_path)?.into_raw_vec_and_offset().0,
+        vec![0, 1, 20, 255]
+    );
 
     let rgb_path = dir.path().join("colour_mask.png");
     save_image(&rgb_path, &byte_image(2, 2))?;
     let message = error_text(load_palette_mask(&rgb_path));
     assert!(message.contains("colour_mask.png"), "{message}");
-    assert!(message.contains("Rgb") && message.contains("not a palette"), "{message}");
+    assert!(
+        message.contains("Rgb") && message.contains("not a palette"),
+        "{message}"
+    );
     Ok(())
 }
 
@@ -170,7 +195,10 @@ fn grey_masks_threshold_png_and_jpeg() -> Result<()> {
     image::GrayImage::from_raw(4, 1, vec![0, 127, 128, 255])
         .ok_or_else(|| anyhow::anyhow!("bad buffer"))?
         .save(&png_path)?;
-    assert_eq!(load_grey_mask(&png_path, 128)?.into_raw_vec_and_offset().0, vec![0, 0, 1, 1]);
+    assert_eq!(
+        load_grey_mask(&png_path, 128)?.into_raw_vec_and_offset().0,
+        vec![0, 0, 1, 1]
+    );
     // A JPEG of a half-black, half-white square: near-0/255 values threshold cleanly.
     let jpeg_path = dir.path().join("mask.jpg");
     let square = Array3::from_shape_fn((3, 16, 16), |(_, _, x)| if x < 8 { 0.0 } else { 1.0 });
@@ -187,9 +215,15 @@ fn corrupt_truncated_and_missing_files_are_errors_naming_the_file() -> Result<()
     let corrupt = dir.path().join("corrupt.png");
     std::fs::write(&corrupt, b"this is not an image at all")?;
     let message = error_text(load_image(&corrupt));
-    assert!(message.contains("corrupt.png") && message.contains("corrupt"), "{message}");
+    assert!(
+        message.contains("corrupt.png") && message.contains("corrupt"),
+        "{message}"
+    );
     let message = error_text(load_palette_mask(&corrupt));
-    assert!(message.contains("corrupt.png") && message.contains("not a readable PNG"), "{message}");
+    assert!(
+        message.contains("corrupt.png") && message.contains("not a readable PNG"),
+        "{message}"
+    );
     let message = error_text(load_grey_mask(&corrupt, 128));
     assert!(message.contains("corrupt.png"), "{message}");
 
@@ -201,7 +235,10 @@ fn corrupt_truncated_and_missing_files_are_errors_naming_the_file() -> Result<()
     let truncated = dir.path().join("truncated.png");
     std::fs::write(&truncated, &bytes[..bytes.len() / 2])?;
     let message = error_text(load_palette_mask(&truncated));
-    assert!(message.contains("truncated.png") && message.contains("truncated"), "{message}");
+    assert!(
+        message.contains("truncated.png") && message.contains("truncated"),
+        "{message}"
+    );
 
     let image_path = dir.path().join("whole_image.png");
     save_image(&image_path, &byte_image(32, 32))?;
@@ -213,9 +250,15 @@ fn corrupt_truncated_and_missing_files_are_errors_naming_the_file() -> Result<()
 
     let missing = dir.path().join("missing.png");
     let message = error_text(load_image(&missing));
-    assert!(message.contains("missing.png") && message.contains("cannot open"), "{message}");
+    assert!(
+        message.contains("missing.png") && message.contains("cannot open"),
+        "{message}"
+    );
     let message = error_text(load_palette_mask(&missing));
-    assert!(message.contains("missing.png") && message.contains("cannot open"), "{message}");
+    assert!(
+        message.contains("missing.png") && message.contains("cannot open"),
+        "{message}"
+    );
     Ok(())
 }
 
@@ -223,14 +266,23 @@ fn corrupt_truncated_and_missing_files_are_errors_naming_the_file() -> Result<()
 fn saving_refuses_bad_extension_and_channel_count() -> Result<()> {
     let dir = tempfile::tempdir()?;
     let message = error_text(save_image(&dir.path().join("image.bmp"), &byte_image(2, 2)));
-    assert!(message.contains("image.bmp") && message.contains("extension"), "{message}");
+    assert!(
+        message.contains("image.bmp") && message.contains("extension"),
+        "{message}"
+    );
     let four = Array3::<f32>::zeros((4, 2, 2));
     let message = error_text(save_image(&dir.path().join("image.png"), &four));
     assert!(message.contains("4 channels"), "{message}");
-    let message = error_text(save_palette_mask(&dir.path().join("m.png"), &Array2::zeros((0, 3))));
+    let message = error_text(save_palette_mask(
+        &dir.path().join("m.png"),
+        &Array2::zeros((0, 3)),
+    ));
     assert!(message.contains("empty"), "{message}");
     // A folder that does not exist: the error names the target.
-    let message = error_text(save_image(&dir.path().join("no/such/dir/a.png"), &byte_image(2, 2)));
+    let message = error_text(save_image(
+        &dir.path().join("no/such/dir/a.png"),
+        &byte_image(2, 2),
+    ));
     assert!(message.contains("a.png"), "{message}");
     Ok(())
 }
@@ -253,7 +305,9 @@ fn image_tensor_round_trip() -> Result<()> {
     assert_eq!(back.dim(), (3, 4, 3));
     assert_eq!(back[[1, 3, 2]], image[[1, 2, 3]]);
     let half = tensor_to_image(&t.to_dtype(DType::F16)?)?;
-    let max_err = (&half - &image).mapv(f32::abs).fold(0.0f32, |a, &b| a.max(b));
+    let max_err = (&half - &image)
+        .mapv(f32::abs)
+        .fold(0.0f32, |a, &b| a.max(b));
     assert!(max_err < 1e-3, "f16 error {max_err}");
     Ok(())
 }
@@ -261,7 +315,13 @@ fn image_tensor_round_trip() -> Result<()> {
 #[test]
 fn mask_tensor_round_trip_and_bad_tensors() -> Result<()> {
     let device = Device::Cpu;
-    let mask = Array2::from_shape_fn((2, 3), |(y, x)| if y == 1 && x == 2 { 255 } else { (y * 3 + x) as u8 });
+    let mask = Array2::from_shape_fn((2, 3), |(y, x)| {
+        if y == 1 && x == 2 {
+            255
+        } else {
+            (y * 3 + x) as u8
+        }
+    });
     let t = mask_to_tensor(&mask, &device)?;
     assert_eq!(t.dims(), &[2, 3]);
     assert_eq!(t.dtype(), DType::U32);
@@ -272,7 +332,10 @@ fn mask_tensor_round_trip_and_bad_tensors() -> Result<()> {
 
     let too_big = Tensor::new(&[[0i64, 300]], &device)?;
     let message = error_text(tensor_to_mask(&too_big));
-    assert!(message.contains("300") && message.contains("(0, 1)"), "{message}");
+    assert!(
+        message.contains("300") && message.contains("(0, 1)"),
+        "{message}"
+    );
     let negative = Tensor::new(&[[-1i64]], &device)?;
     assert!(error_text(tensor_to_mask(&negative)).contains("-1"));
     let float = Tensor::zeros((2, 2), DType::F32, &device)?;
@@ -323,7 +386,11 @@ fn generated_label_maps_decode_to_indices() -> Result<()> {
     for seed in 0..4u8 {
         let mask = Array2::from_shape_fn((7, 11), |(y, x)| {
             let v = (y * 11 + x + seed as usize) % 23;
-            if v > 20 { 255 } else { v as u8 }
+            if v > 20 {
+                255
+            } else {
+                v as u8
+            }
         });
         let path = dir.path().join(format!("{seed}.png"));
         save_palette_mask(&path, &mask)?;

@@ -31,12 +31,20 @@ fn write_grey_pairs(image_dir: &Path, mask_dir: &Path, stems: &[&str]) -> Result
         let (dy, dx) = (y as f32 - 7.5, x as f32 - 7.5);
         dy * dy + dx * dx <= 25.0
     };
-    let white_disc = Array3::from_shape_fn((3, 16, 16), |(_, y, x)| if inside(y, x) { 1.0 } else { 0.0 });
+    let white_disc = Array3::from_shape_fn(
+        (3, 16, 16),
+        |(_, y, x)| if inside(y, x) { 1.0 } else { 0.0 },
+    );
     for stem in stems {
-        save_image(&image_dir.join(format!("{stem}.png")), &Array3::from_elem((3, 16, 16), 0.5))?;
+        save_image(
+            &image_dir.join(format!("{stem}.png")),
+            &Array3::from_elem((3, 16, 16), 0.5),
+        )?;
         save_image(&mask_dir.join(format!("{stem}.jpg")), &white_disc)?;
     }
-    Ok(Array2::from_shape_fn((16, 16), |(y, x)| u8::from(inside(y, x))))
+    Ok(Array2::from_shape_fn((16, 16), |(y, x)| {
+        u8::from(inside(y, x))
+    }))
 }
 
 #[test]
@@ -51,7 +59,12 @@ fn generated_pairs_layout_reads_back_exactly() -> Result<()> {
     });
     let (image_dir, mask_dir) = (dir.path().join("images"), dir.path().join("masks"));
     write_pairs_layout(&ds, &image_dir, &mask_dir)?;
-    let pairs = PairsDataset::open(&image_dir, &mask_dir, MaskFormat::Palette, ds.class_names.clone())?;
+    let pairs = PairsDataset::open(
+        &image_dir,
+        &mask_dir,
+        MaskFormat::Palette,
+        ds.class_names.clone(),
+    )?;
     assert_eq!(pairs.len(), 5);
     assert_eq!(pairs.ids()[0], "synth_0000");
     for index in 0..pairs.len() {
@@ -102,8 +115,14 @@ fn unpaired_stems_are_listed() -> Result<()> {
         MaskFormat::Grey { threshold: 128 },
         names(&["background", "flower"]),
     ));
-    assert!(message.contains("images without a mask") && message.contains("lonely"), "{message}");
-    assert!(message.contains("masks without an image") && message.contains("orphan"), "{message}");
+    assert!(
+        message.contains("images without a mask") && message.contains("lonely"),
+        "{message}"
+    );
+    assert!(
+        message.contains("masks without an image") && message.contains("orphan"),
+        "{message}"
+    );
     assert!(!message.contains("notes"), "{message}");
     Ok(())
 }
@@ -115,16 +134,32 @@ fn bad_folders_and_class_lists_are_errors() -> Result<()> {
     write_grey_pairs(&image_dir, &mask_dir, &["a"])?;
     let grey = MaskFormat::Grey { threshold: 128 };
     let two = names(&["background", "flower"]);
-    let message = error_text(PairsDataset::open(&dir.path().join("nope"), &mask_dir, grey, two.clone()));
-    assert!(message.contains("nope") && message.contains("cannot read folder"), "{message}");
+    let message = error_text(PairsDataset::open(
+        &dir.path().join("nope"),
+        &mask_dir,
+        grey,
+        two.clone(),
+    ));
+    assert!(
+        message.contains("nope") && message.contains("cannot read folder"),
+        "{message}"
+    );
     let message = error_text(PairsDataset::open(&image_dir, &mask_dir, grey, vec![]));
     assert!(message.contains("no class names"), "{message}");
-    let message = error_text(PairsDataset::open(&image_dir, &mask_dir, grey, names(&["only"])));
+    let message = error_text(PairsDataset::open(
+        &image_dir,
+        &mask_dir,
+        grey,
+        names(&["only"]),
+    ));
     assert!(message.contains("labels 0 and 1"), "{message}");
     let empty = dir.path().join("empty");
     std::fs::create_dir_all(&empty)?;
     let message = error_text(PairsDataset::open(&empty, &mask_dir, grey, two.clone()));
-    assert!(message.contains("empty") && message.contains("holds no"), "{message}");
+    assert!(
+        message.contains("empty") && message.contains("holds no"),
+        "{message}"
+    );
     // Two files with one stem in a folder.
     save_image(&image_dir.join("a.jpg"), &Array3::zeros((3, 16, 16)))?;
     let message = error_text(PairsDataset::open(&image_dir, &mask_dir, grey, two));
@@ -139,21 +174,38 @@ fn size_mismatch_bad_label_and_corrupt_mask_are_errors() -> Result<()> {
     std::fs::create_dir_all(&image_dir)?;
     std::fs::create_dir_all(&mask_dir)?;
     for stem in ["big", "label", "corrupt"] {
-        save_image(&image_dir.join(format!("{stem}.png")), &Array3::zeros((3, 6, 6)))?;
+        save_image(
+            &image_dir.join(format!("{stem}.png")),
+            &Array3::zeros((3, 6, 6)),
+        )?;
     }
     save_palette_mask(&mask_dir.join("big.png"), &Array2::zeros((7, 6)))?;
     let mut bad_label = Array2::<u8>::zeros((6, 6));
     bad_label[[2, 3]] = 9;
     save_palette_mask(&mask_dir.join("label.png"), &bad_label)?;
     std::fs::write(mask_dir.join("corrupt.png"), b"\x89PNG\r\n\x1a\n broken")?;
-    let pairs = PairsDataset::open(&image_dir, &mask_dir, MaskFormat::Palette, names(&["a", "b"]))?;
+    let pairs = PairsDataset::open(
+        &image_dir,
+        &mask_dir,
+        MaskFormat::Palette,
+        names(&["a", "b"]),
+    )?;
     assert_eq!(pairs.ids(), ["big", "corrupt", "label"]);
     let message = error_text(pairs.get(0));
-    assert!(message.contains("7x6") && message.contains("6x6") && message.contains("big.png"), "{message}");
+    assert!(
+        message.contains("7x6") && message.contains("6x6") && message.contains("big.png"),
+        "{message}"
+    );
     let message = error_text(pairs.get(1));
-    assert!(message.contains("corrupt.png") && message.contains("not a readable PNG"), "{message}");
+    assert!(
+        message.contains("corrupt.png") && message.contains("not a readable PNG"),
+        "{message}"
+    );
     let message = error_text(pairs.get(2));
-    assert!(message.contains("label 9") && message.contains("label.png"), "{message}");
+    assert!(
+        message.contains("label 9") && message.contains("label.png"),
+        "{message}"
+    );
     Ok(())
 }
 
@@ -202,6 +254,9 @@ fn isbi_membranes_pair_up() -> Result<()> {
     assert!(sample.mask.iter().all(|&v| v <= 1));
     assert!((0.6..0.9).contains(&cell), "cell fraction {cell}");
     // Grey image: the three channels are equal.
-    assert_eq!(sample.image.index_axis(ndarray::Axis(0), 0), sample.image.index_axis(ndarray::Axis(0), 2));
+    assert_eq!(
+        sample.image.index_axis(ndarray::Axis(0), 0),
+        sample.image.index_axis(ndarray::Axis(0), 2)
+    );
     Ok(())
 }

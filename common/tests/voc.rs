@@ -53,7 +53,11 @@ fn generated_layout_reads_back() -> Result<()> {
                 .mapv(f32::abs)
                 .mean()
                 .unwrap_or(1.0);
-            assert!(mean_err < 0.05, "{}: mean image error {mean_err}", sample.id);
+            assert!(
+                mean_err < 0.05,
+                "{}: mean image error {mean_err}",
+                sample.id
+            );
         }
     }
     // Past the end is an error, not a panic.
@@ -90,16 +94,28 @@ fn missing_and_empty_split_files_are_errors() -> Result<()> {
     let split_file = dir.path().join("ImageSets/Segmentation/val.txt");
     std::fs::write(&split_file, "\n  \n")?;
     let message = error_text(VocDataset::open(dir.path(), Split::Val));
-    assert!(message.contains("val.txt") && message.contains("lists no ids"), "{message}");
+    assert!(
+        message.contains("val.txt") && message.contains("lists no ids"),
+        "{message}"
+    );
     std::fs::remove_file(&split_file)?;
     let message = error_text(VocDataset::open(dir.path(), Split::Val));
-    assert!(message.contains("val.txt") && message.contains("not found"), "{message}");
+    assert!(
+        message.contains("val.txt") && message.contains("not found"),
+        "{message}"
+    );
     let message = error_text(VocDataset::open(&dir.path().join("nowhere"), Split::Val));
-    assert!(message.contains("nowhere") && message.contains("not a folder"), "{message}");
+    assert!(
+        message.contains("nowhere") && message.contains("not a folder"),
+        "{message}"
+    );
     let empty_classes = dir.path().join("classes.txt");
     std::fs::write(&empty_classes, "")?;
     let message = error_text(VocDataset::open(dir.path(), Split::Train));
-    assert!(message.contains("classes.txt") && message.contains("no class"), "{message}");
+    assert!(
+        message.contains("classes.txt") && message.contains("no class"),
+        "{message}"
+    );
     Ok(())
 }
 
@@ -117,7 +133,10 @@ fn listed_id_missing_on_disk_is_an_error() -> Result<()> {
     assert_eq!(VocDataset::open(dir.path(), Split::Val)?.len(), 2);
     std::fs::remove_file(dir.path().join("SegmentationClass/synth_0005.png"))?;
     let message = error_text(VocDataset::open(dir.path(), Split::Val));
-    assert!(message.contains("SegmentationClass/synth_0005.png"), "{message}");
+    assert!(
+        message.contains("SegmentationClass/synth_0005.png"),
+        "{message}"
+    );
     Ok(())
 }
 
@@ -129,13 +148,19 @@ fn corrupt_and_truncated_images_are_errors_naming_the_file() -> Result<()> {
     std::fs::write(&image, b"garbage, not a JPEG")?;
     let voc = VocDataset::open(dir.path(), Split::Train)?;
     let message = error_text(voc.get(1));
-    assert!(message.contains("synth_0001.jpg") && message.contains("corrupt"), "{message}");
+    assert!(
+        message.contains("synth_0001.jpg") && message.contains("corrupt"),
+        "{message}"
+    );
     // A mask PNG cut short.
     let mask = dir.path().join("SegmentationClass/synth_0003.png");
     let bytes = std::fs::read(&mask)?;
     std::fs::write(&mask, &bytes[..bytes.len() / 2])?;
     let message = error_text(voc.get(3));
-    assert!(message.contains("synth_0003.png") && message.contains("truncated"), "{message}");
+    assert!(
+        message.contains("synth_0003.png") && message.contains("truncated"),
+        "{message}"
+    );
     // The untouched samples still read.
     assert!(voc.get(0).is_ok() && voc.get(2).is_ok());
     Ok(())
@@ -150,8 +175,14 @@ fn mask_size_mismatch_and_bad_labels_are_errors() -> Result<()> {
     let mask_path = dir.path().join("SegmentationClass/synth_0000.png");
     save_palette_mask(&mask_path, &Array2::zeros((24, 31)))?;
     let message = error_text(voc.get(0));
-    assert!(message.contains("24x31") && message.contains("24x32"), "{message}");
-    assert!(message.contains("synth_0000.png") && message.contains("synth_0000.jpg"), "{message}");
+    assert!(
+        message.contains("24x31") && message.contains("24x32"),
+        "{message}"
+    );
+    assert!(
+        message.contains("synth_0000.png") && message.contains("synth_0000.jpg"),
+        "{message}"
+    );
     // Label 4 with 4 classes (0..3) is out of range; 255 is allowed.
     let mut mask = Array2::<u8>::zeros((24, 32));
     mask[[0, 0]] = IGNORE_LABEL;
@@ -160,7 +191,10 @@ fn mask_size_mismatch_and_bad_labels_are_errors() -> Result<()> {
     mask[[5, 5]] = 4;
     save_palette_mask(&mask_path, &mask)?;
     let message = error_text(voc.get(0));
-    assert!(message.contains("label 4") && message.contains("synth_0000.png"), "{message}");
+    assert!(
+        message.contains("label 4") && message.contains("synth_0000.png"),
+        "{message}"
+    );
     Ok(())
 }
 
@@ -174,7 +208,10 @@ fn writer_refuses_bad_input() -> Result<()> {
         ..SyntheticConfig::default()
     });
     let message = error_text(write_voc_layout(&ds, dir.path(), 3));
-    assert!(message.contains("n_train = 3") && message.contains("2 samples"), "{message}");
+    assert!(
+        message.contains("n_train = 3") && message.contains("2 samples"),
+        "{message}"
+    );
     let mut twins = ds.clone();
     twins.samples[1].id = twins.samples[0].id.clone();
     let message = error_text(write_voc_layout(&twins, dir.path(), 1));
@@ -206,7 +243,9 @@ fn camvid_voc_layout_opens() -> Result<()> {
             assert_eq!(sample.mask.dim(), (360, 480));
             assert!(sample.mask.iter().all(|&v| v < 11 || v == IGNORE_LABEL));
             // Road scenes show several classes, not one colour-index blob.
-            let distinct = (0..11u8).filter(|c| sample.mask.iter().any(|v| v == c)).count();
+            let distinct = (0..11u8)
+                .filter(|c| sample.mask.iter().any(|v| v == c))
+                .count();
             assert!(distinct >= 4, "{}: only {distinct} classes", sample.id);
             assert!(sample.image.iter().all(|v| (0.0..=1.0).contains(v)));
         }

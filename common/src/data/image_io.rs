@@ -77,9 +77,9 @@ pub fn load_palette_mask(path: &Path) -> Result<Array2<u8>> {
     // Transformations::IDENTITY (the default) keeps palette indices and bit depth as stored.
     let mut decoder = png::Decoder::new(BufReader::new(file));
     decoder.set_transformations(png::Transformations::IDENTITY);
-    let mut reader = decoder
-        .read_info()
-        .with_context(|| format!("mask {path:?} is not a readable PNG (corrupt, truncated or another format)"))?;
+    let mut reader = decoder.read_info().with_context(|| {
+        format!("mask {path:?} is not a readable PNG (corrupt, truncated or another format)")
+    })?;
     let (color, depth) = reader.output_color_type();
     let bits = match (color, depth) {
         (png::ColorType::Indexed | png::ColorType::Grayscale, png::BitDepth::One) => 1,
@@ -161,9 +161,12 @@ pub fn image_to_tensor(image: &Array3<f32>, device: &Device) -> Result<Tensor> {
 /// `(C, H, W)` tensor of any float dtype on any device -> host `f32` array
 /// (C is 3 for an RGB image).
 pub fn tensor_to_image(t: &Tensor) -> Result<Array3<f32>> {
-    let (c, h, w) = t
-        .dims3()
-        .map_err(|_| anyhow!("expected an image tensor (3, H, W), got shape {:?}", t.dims()))?;
+    let (c, h, w) = t.dims3().map_err(|_| {
+        anyhow!(
+            "expected an image tensor (3, H, W), got shape {:?}",
+            t.dims()
+        )
+    })?;
     if !t.dtype().is_float() {
         bail!("expected a float image tensor, got dtype {:?}", t.dtype());
     }

@@ -7,7 +7,9 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context};
 
-use super::image_io::{load_grey_mask, load_image, load_palette_mask, save_image, save_palette_mask};
+use super::image_io::{
+    load_grey_mask, load_image, load_palette_mask, save_image, save_palette_mask,
+};
 use super::voc::{check_file_id, check_sample};
 use super::{Dataset, Sample};
 use crate::Result;
@@ -92,7 +94,10 @@ impl PairsDataset {
 
     /// The stems, sorted.
     pub fn ids(&self) -> Vec<&str> {
-        self.pairs.iter().map(|(stem, _, _)| stem.as_str()).collect()
+        self.pairs
+            .iter()
+            .map(|(stem, _, _)| stem.as_str())
+            .collect()
     }
 
     /// `(image path, mask path)` of sample `index`, if it exists.

@@ -127,7 +127,8 @@ impl Shape {
     fn random(rng: &mut StdRng, kind: usize, height: usize, width: usize) -> Self {
         let (h, w) = (height as f32, width as f32);
         let size = rng.random_range(0.12..0.3) * h.min(w) + 1.0;
-        let center = (rng.random_range(0.0..w), rng.random_range(0.0..h));
+        // `random::<f32>()` is in 0..1, so an empty image (w or h = 0) cannot panic.
+        let center = (rng.random::<f32>() * w, rng.random::<f32>() * h);
         let turn = rng.random_range(0.0..TAU);
         let corners = [0.0, 1.0, 2.0].map(|i: f32| {
             let a = turn + i * TAU / 3.0;

@@ -158,7 +158,9 @@ impl VocDataset {
 
     /// `root/SegmentationClass/<id>.png`.
     pub fn mask_path(&self, id: &str) -> PathBuf {
-        self.root.join("SegmentationClass").join(format!("{id}.png"))
+        self.root
+            .join("SegmentationClass")
+            .join(format!("{id}.png"))
     }
 }
 
@@ -233,8 +235,7 @@ fn read_class_names(root: &Path) -> Result<Vec<String>> {
     if !path.exists() {
         return Ok(VOC_CLASSES.iter().map(|s| s.to_string()).collect());
     }
-    let text =
-        std::fs::read_to_string(&path).with_context(|| format!("cannot read {path:?}"))?;
+    let text = std::fs::read_to_string(&path).with_context(|| format!("cannot read {path:?}"))?;
     let names: Vec<String> = text
         .lines()
         .map(str::trim)
@@ -305,7 +306,9 @@ pub(crate) fn check_file_id(id: &str, seen: &[String]) -> Result<()> {
     if id.is_empty()
         || id == "."
         || id == ".."
-        || id.chars().any(|c| c == '/' || c == '\\' || c.is_whitespace())
+        || id
+            .chars()
+            .any(|c| c == '/' || c == '\\' || c.is_whitespace())
     {
         bail!("sample id {id:?} cannot be a file name (empty, path separator or white space)");
     }
