@@ -182,7 +182,7 @@ fn grey_png_mask_reads_values_and_rgb_png_is_refused() -> Result<()> {
     let message = error_text(load_palette_mask(&rgb_path));
     assert!(message.contains("colour_mask.png"), "{message}");
     assert!(
-        message.contains("Rgb") && message.contains("not a palette"),
+        message.contains("an RGB 8-bit PNG") && message.contains("not a palette"),
         "{message}"
     );
     Ok(())

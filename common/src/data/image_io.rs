@@ -86,10 +86,19 @@ pub fn load_palette_mask(path: &Path) -> Result<Array2<u8>> {
         (png::ColorType::Indexed | png::ColorType::Grayscale, png::BitDepth::Two) => 2,
         (png::ColorType::Indexed | png::ColorType::Grayscale, png::BitDepth::Four) => 4,
         (png::ColorType::Indexed | png::ColorType::Grayscale, png::BitDepth::Eight) => 8,
-        _ => bail!(
-            "mask {path:?} is a {color:?} {}-bit PNG, not a palette or 8-bit grey PNG of class indices",
-            depth as u8
-        ),
+        _ => {
+            let kind = match color {
+                png::ColorType::Rgb => "an RGB",
+                png::ColorType::Rgba => "an RGBA",
+                png::ColorType::GrayscaleAlpha => "a grey+alpha",
+                png::ColorType::Grayscale => "a grey",
+                png::ColorType::Indexed => "a palette",
+            };
+            bail!(
+                "mask {path:?} is {kind} {}-bit PNG, not a palette or 8-bit grey PNG of class indices",
+                depth as u8
+            )
+        }
     };
     let size = reader
         .output_buffer_size()
