@@ -1,1 +1,288 @@
-//! TODO
+//! Reading and writing images and class-index masks, and the one boundary
+//! between host arrays (`ndarray`) and candle tensors.
+//!
+//! Images are `(3, H, W)` RGB `f32` in 0..1. Masks are `(H, W)` `u8` class indices,
+//! 255 meaning "ignore". PASCAL VOC stores masks as palette (indexed) PNGs whose
+//! pixel values ARE the class indices; the `image` crate would expand the palette
+//! to RGB, so masks are read with the `png` crate and the palette left alone.
+
+use std::fs::File;
+use std::io::{BufReader, BufWriter, Write};
+use std::path::{Path, PathBuf};
+
+use anyhow::{anyhow, bail, Context};
+use candle::{DType, Device, Tensor};
+use image::{DynamicImage, ImageFormat, RgbImage};
+use ndarray::{Array2, Array3};
+
+use crate::palette::voc_palette;
+use crate::Result;
+
+/// Reads any JPEG or PNG (RGB, grey, with or without alpha, 8 or 16 bit) as a
+/// `(3, H, W)` RGB array in 0..1; alpha is dropped and grey is copied to R, G, B.
+pub fn load_image(path: &Path) -> Result<Array3<f32>> {
+    let rgb = decode(path)?.to_rgb8();
+    let (w, h) = (rgb.width() as usize, rgb.height() as usize);
+    // (H, W, 3) interleaved bytes -> (3, H, W) planes in 0..1
+    let hwc = Array3::from_shape_vec((h, w, 3), rgb.into_raw())
+        .with_context(|| format!("image {path:?}: pixel buffer does not match {w}x{h}"))?;
+    Ok(hwc
+        .permuted_axes([2, 0, 1])
+        .mapv(|v| f32::from(v) / 255.0)
+        .as_standard_layout()
+        .into_owned())
+}
+
+/// Writes a `(3, H, W)` RGB array in 0..1 (values outside are clamped) as PNG or
+/// JPEG (quality 95), chosen by the extension of `path`. The file is written to a
+/// temporary name in the same folder and renamed, so readers never see half a file.
+pub fn save_image(path: &Path, image: &Array3<f32>) -> Result<()> {
+    let (c, h, w) = image.dim();
+    if c != 3 {
+        bail!("cannot save {path:?}: image has {c} channels, expected 3 (shape (3, H, W))");
+    }
+    if h == 0 || w == 0 {
+        bail!("cannot save {path:?}: image is empty ({h}x{w})");
+    }
+    let format = format_from_extension(path)?;
+    // (3, H, W) planes -> (H, W, 3) interleaved bytes
+    let bytes: Vec<u8> = image
+        .view()
+        .permuted_axes([1, 2, 0])
+        .iter()
+        .map(|&v| to_byte(v))
+        .collect();
+    let rgb = RgbImage::from_raw(w as u32, h as u32, bytes)
+        .ok_or_else(|| anyhow!("cannot save {path:?}: pixel buffer does not match {w}x{h}"))?;
+    write_atomically(path, |out| match format {
+        ImageFormat::Jpeg => {
+            let encoder = image::codecs::jpeg::JpegEncoder::new_with_quality(out, 95);
+            DynamicImage::ImageRgb8(rgb).write_with_encoder(encoder)?;
+            Ok(())
+        }
+        _ => {
+            let encoder = image::codecs::png::PngEncoder::new(out);
+            DynamicImage::ImageRgb8(rgb).write_with_encoder(encoder)?;
+            Ok(())
+        }
+    })
+}
+
+/// Reads a mask PNG as class indices: an indexed (palette) PNG of bit depth
+/// 1, 2, 4 or 8 gives its palette indices, a grey PNG of depth up to 8 gives its
+/// values as they are. Any other PNG (RGB, RGBA, grey+alpha, 16-bit) is an error
+/// naming the file: its colours are not class indices.
+pub fn load_palette_mask(path: &Path) -> Result<Array2<u8>> {
+    let file = File::open(path).with_context(|| format!("cannot open mask {path:?}"))?;
+    // Transformations::IDENTITY (the default) keeps palette indices and bit depth as stored.
+    let mut decoder = png::Decoder::new(BufReader::new(file));
+    decoder.set_transformations(png::Transformations::IDENTITY);
+    let mut reader = decoder.read_info().with_context(|| {
+        format!("mask {path:?} is not a readable PNG (corrupt, truncated or another format)")
+    })?;
+    let (color, depth) = reader.output_color_type();
+    let bits = match (color, depth) {
+        (png::ColorType::Indexed | png::ColorType::Grayscale, png::BitDepth::One) => 1,
+        (png::ColorType::Indexed | png::ColorType::Grayscale, png::BitDepth::Two) => 2,
+        (png::ColorType::Indexed | png::ColorType::Grayscale, png::BitDepth::Four) => 4,
+        (png::ColorType::Indexed | png::ColorType::Grayscale, png::BitDepth::Eight) => 8,
+        _ => {
+            let kind = match color {
+                png::ColorType::Rgb => "an RGB",
+                png::ColorType::Rgba => "an RGBA",
+                png::ColorType::GrayscaleAlpha => "a grey+alpha",
+                png::ColorType::Grayscale => "a grey",
+                png::ColorType::Indexed => "a palette",
+            };
+            bail!(
+                "mask {path:?} is {kind} {}-bit PNG, not a palette or 8-bit grey PNG of class indices",
+                depth as u8
+            )
+        }
+    };
+    let size = reader
+        .output_buffer_size()
+        .ok_or_else(|| anyhow!("mask {path:?} is too large to decode"))?;
+    let mut buffer = vec![0u8; size];
+    let frame = reader
+        .next_frame(&mut buffer)
+        .with_context(|| format!("mask {path:?} is corrupt or truncated"))?;
+    let (h, w) = (frame.height as usize, frame.width as usize);
+    let line_size = frame.line_size;
+    // Each row is `line_size` bytes of `bits`-bit samples, most significant bits first.
+    let per_byte = 8 / bits;
+    let low_mask = ((1u16 << bits) - 1) as u8;
+    let mut values = Vec::with_capacity(h * w);
+    for row in buffer[..h * line_size].chunks_exact(line_size) {
+        for x in 0..w {
+            let byte = row[x / per_byte];
+            let shift = 8 - bits * (x % per_byte + 1);
+            values.push((byte >> shift) & low_mask);
+        }
+    }
+    Array2::from_shape_vec((h, w), values)
+        .with_context(|| format!("mask {path:?}: pixel buffer does not match {w}x{h}"))
+}
+
+/// Reads any image the `image` crate decodes (PNG, JPEG; colour or grey) as a
+/// binary mask: luma `>= threshold` gives 1, else 0. JPEG masks are not exactly
+/// 0 and 255 near edges, hence the threshold.
+pub fn load_grey_mask(path: &Path, threshold: u8) -> Result<Array2<u8>> {
+    let luma = decode(path)?.to_luma8();
+    let (w, h) = (luma.width() as usize, luma.height() as usize);
+    let values = luma
+        .into_raw()
+        .into_iter()
+        .map(|v| u8::from(v >= threshold))
+        .collect();
+    Array2::from_shape_vec((h, w), values)
+        .with_context(|| format!("mask {path:?}: pixel buffer does not match {w}x{h}"))
+}
+
+/// Writes a mask as an 8-bit palette PNG with the VOC colours
+/// ([`voc_palette`]), so it reads back exactly with [`load_palette_mask`] and
+/// shows in colour in any viewer. Written to a temporary name and renamed.
+pub fn save_palette_mask(path: &Path, mask: &Array2<u8>) -> Result<()> {
+    let (h, w) = mask.dim();
+    if h == 0 || w == 0 {
+        bail!("cannot save mask {path:?}: mask is empty ({h}x{w})");
+    }
+    let values: Vec<u8> = mask.iter().copied().collect();
+    write_atomically(path, |out| {
+        let mut encoder = png::Encoder::new(out, w as u32, h as u32);
+        encoder.set_color(png::ColorType::Indexed);
+        encoder.set_depth(png::BitDepth::Eight);
+        encoder.set_palette(voc_palette());
+        let mut writer = encoder.write_header()?;
+        writer.write_image_data(&values)?;
+        writer.finish()?;
+        Ok(())
+    })
+}
+
+/// `(3, H, W)` host image -> `(3, H, W)` f32 tensor on `device`.
+pub fn image_to_tensor(image: &Array3<f32>, device: &Device) -> Result<Tensor> {
+    let dims = image.dim();
+    let values: Vec<f32> = image.iter().copied().collect();
+    Ok(Tensor::from_vec(values, dims, device)?)
+}
+
+/// `(C, H, W)` tensor of any float dtype on any device -> host `f32` array
+/// (C is 3 for an RGB image).
+pub fn tensor_to_image(t: &Tensor) -> Result<Array3<f32>> {
+    let (c, h, w) = t.dims3().map_err(|_| {
+        anyhow!(
+            "expected an image tensor (3, H, W), got shape {:?}",
+            t.dims()
+        )
+    })?;
+    if !t.dtype().is_float() {
+        bail!("expected a float image tensor, got dtype {:?}", t.dtype());
+    }
+    // Any layout or device -> contiguous f32 on the host.
+    let values = t
+        .to_dtype(DType::F32)?
+        .to_device(&Device::Cpu)?
+        .flatten_all()?
+        .to_vec1::<f32>()?;
+    Ok(Array3::from_shape_vec((c, h, w), values)?)
+}
+
+/// `(H, W)` host mask -> `(H, W)` u32 tensor on `device`.
+pub fn mask_to_tensor(mask: &Array2<u8>, device: &Device) -> Result<Tensor> {
+    let dims = mask.dim();
+    let values: Vec<u32> = mask.iter().map(|&v| u32::from(v)).collect();
+    Ok(Tensor::from_vec(values, dims, device)?)
+}
+
+/// `(H, W)` integer tensor (u8, u32, i16, i32, i64) on any device -> host `u8`
+/// mask. A value outside 0..=255 is an error, not a silent wrap.
+pub fn tensor_to_mask(t: &Tensor) -> Result<Array2<u8>> {
+    let (h, w) = t
+        .dims2()
+        .map_err(|_| anyhow!("expected a mask tensor (H, W), got shape {:?}", t.dims()))?;
+    if !t.dtype().is_int() {
+        bail!("expected an integer mask tensor, got dtype {:?}", t.dtype());
+    }
+    // i64 holds every value of every integer dtype candle has.
+    let wide = t
+        .to_device(&Device::Cpu)?
+        .to_dtype(DType::I64)?
+        .flatten_all()?
+        .to_vec1::<i64>()?;
+    let mut values = Vec::with_capacity(wide.len());
+    for (index, &v) in wide.iter().enumerate() {
+        let byte = u8::try_from(v).map_err(|_| {
+            anyhow!(
+                "mask tensor value {v} at ({}, {}) does not fit a u8 label (0..=255)",
+                index / w.max(1),
+                index % w.max(1)
+            )
+        })?;
+        values.push(byte);
+    }
+    Ok(Array2::from_shape_vec((h, w), values)?)
+}
+
+/// Decodes an image file, guessing the format from its content (not its name).
+fn decode(path: &Path) -> Result<DynamicImage> {
+    image::ImageReader::open(path)
+        .with_context(|| format!("cannot open image {path:?}"))?
+        .with_guessed_format()
+        .with_context(|| format!("cannot read image {path:?}"))?
+        .decode()
+        .with_context(|| format!("image {path:?} is corrupt, truncated or not a JPEG/PNG"))
+}
+
+/// PNG or JPEG from the extension of `path`.
+fn format_from_extension(path: &Path) -> Result<ImageFormat> {
+    let ext = path
+        .extension()
+        .and_then(|e| e.to_str())
+        .map(str::to_ascii_lowercase);
+    match ext.as_deref() {
+        Some("png") => Ok(ImageFormat::Png),
+        Some("jpg" | "jpeg") => Ok(ImageFormat::Jpeg),
+        _ => bail!("cannot save {path:?}: extension must be .png, .jpg or .jpeg"),
+    }
+}
+
+/// 0..1 -> 0..255, rounded; NaN becomes 0.
+fn to_byte(v: f32) -> u8 {
+    if v.is_nan() {
+        0
+    } else {
+        (v.clamp(0.0, 1.0) * 255.0).round() as u8
+    }
+}
+
+/// Runs `write` on a temporary file beside `path`, then renames it to `path`;
+/// on failure the temporary file is removed and `path` is left untouched.
+fn write_atomically(
+    path: &Path,
+    write: impl FnOnce(&mut BufWriter<File>) -> Result<()>,
+) -> Result<()> {
+    let name = path
+        .file_name()
+        .ok_or_else(|| anyhow!("cannot write {path:?}: it names no file"))?;
+    let mut temp_name = std::ffi::OsString::from(".");
+    temp_name.push(name);
+    temp_name.push(format!(".{}.tmp", std::process::id()));
+    let temp: PathBuf = path.with_file_name(temp_name);
+    let result = (|| -> Result<()> {
+        let file = File::create(&temp).with_context(|| format!("cannot create {temp:?}"))?;
+        let mut out = BufWriter::new(file);
+        write(&mut out)?;
+        out.flush()?;
+        out.get_ref().sync_all()?;
+        Ok(())
+    })();
+    match result {
+        Ok(()) => std::fs::rename(&temp, path)
+            .with_context(|| format!("cannot rename {temp:?} to {path:?}")),
+        Err(e) => {
+            let _ = std::fs::remove_file(&temp);
+            Err(e.context(format!("cannot write {path:?}")))
+        }
+    }
+}
