@@ -1,0 +1,246 @@
+//! The lecture's data: 38 pairs of 32x32 patches and grey masks (`TrainingImages/`,
+//! `TrainingLabels/`, white = flower) to train on, and `flower.jpg` with
+//! `flower_mask.png` to score on (never trained on). Also the dihedral-group
+//! augmentation (flips and 90-degree rotations) and the generated stand-in used
+//! when the real data cannot be found.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use anyhow::{bail, Context};
+use common::data::image_io::{load_image, load_palette_mask};
+use common::data::pairs::{MaskFormat, PairsDataset};
+use common::data::synthetic::{synthetic_dataset, SyntheticConfig};
+use common::data::transforms::Transform;
+use common::data::{shared_data_dir, Dataset, Sample};
+use common::Result;
+use ndarray::{Array2, Array3, Axis};
+use rand::Rng;
+
+/// Folder name of the data set (under `data/` or the shared data folder).
+pub const DATA_SET: &str = "cmput328-flower";
+/// Grey level from which a mask pixel is flower (the masks are JPEG, so not exactly 0/255).
+pub const MASK_THRESHOLD: u8 = 128;
+/// Training patches.
+pub const TRAIN_IMAGES: &str = "TrainingImages";
+/// Training masks, same file names as the patches.
+pub const TRAIN_LABELS: &str = "TrainingLabels";
+/// The photo to segment (scoring only).
+pub const SCORE_IMAGE: &str = "flower.jpg";
+/// Its reference mask, palette PNG with 0 = background, 1 = flower (scoring only).
+pub const SCORE_MASK: &str = "flower_mask.png";
+
+/// Where the data came from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DataSource {
+    /// The real data set in this folder.
+    Real(PathBuf),
+    /// The generated stand-in ([`synthetic_flower_data`]).
+    Synthetic,
+}
+
+/// Everything one run needs: the training pairs and the image to score.
+#[derive(Clone)]
+pub struct FlowerData {
+    /// The training pairs (32x32 patches for the real set).
+    pub train: Arc<dyn Dataset>,
+    /// `(3, H, W)` RGB 0..1 image to segment at full resolution.
+    pub image: Array3<f32>,
+    /// `(H, W)` reference mask of `image`, 0 = background, 1 = flower.
+    pub mask: Array2<u8>,
+    /// Where it came from.
+    pub source: DataSource,
+}
+
+impl std::fmt::Debug for FlowerData {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FlowerData")
+            .field("train", &self.train.len())
+            .field("image", &self.image.dim())
+            .field("source", &self.source)
+            .finish()
+    }
+}
+
+/// The class names: index 0 background, 1 flower.
+pub fn class_names() -> Vec<String> {
+    vec!["background".to_owned(), "flower".to_owned()]
+}
+
+/// Checks that `root` holds the four parts of the data set; the error lists what is missing.
+pub fn check_root(root: &Path) -> Result<()> {
+    let missing: Vec<&str> = [TRAIN_IMAGES, TRAIN_LABELS]
+        .iter()
+        .filter(|dir| !root.join(dir).is_dir())
+        .chain(
+            [SCORE_IMAGE, SCORE_MASK]
+                .iter()
+                .filter(|file| !root.join(file).is_file()),
+        )
+        .copied()
+        .collect();
+    if !missing.is_empty() {
+        bail!(
+            "data folder {root:?} lacks {} (expected {TRAIN_IMAGES}/, {TRAIN_LABELS}/, {SCORE_IMAGE} and {SCORE_MASK})",
+            missing.join(", ")
+        );
+    }
+    Ok(())
+}
+
+/// Reads the real data set from `root` (see [`check_root`]).
+pub fn load_flower_data(root: &Path) -> Result<FlowerData> {
+    check_root(root)?;
+    let train = PairsDataset::open(
+        &root.join(TRAIN_IMAGES),
+        &root.join(TRAIN_LABELS),
+        MaskFormat::Grey {
+            threshold: MASK_THRESHOLD,
+        },
+        class_names(),
+    )?;
+    let image = load_image(&root.join(SCORE_IMAGE))?;
+    let mask_path = root.join(SCORE_MASK);
+    let mask = load_palette_mask(&mask_path)?;
+    let (_, h, w) = image.dim();
+    if mask.dim() != (h, w) {
+        bail!(
+            "mask {mask_path:?} is {}x{} but {SCORE_IMAGE} is {h}x{w}",
+            mask.nrows(),
+            mask.ncols()
+        );
+    }
+    if let Some(bad) = mask.iter().find(|&&v| v > 1) {
+        bail!("mask {mask_path:?} holds label {bad}; expected 0 (background) or 1 (flower)");
+    }
+    Ok(FlowerData {
+        train: Arc::new(train),
+        image,
+        mask,
+        source: DataSource::Real(root.to_path_buf()),
+    })
+}
+
+/// The generated stand-in: 38 textured 32x32 scenes with discs (class 1) to
+/// train on and one larger 93x127 scene (odd and unaligned sizes) to score on.
+pub fn synthetic_flower_data(seed: u64) -> FlowerData {
+    let mut train = synthetic_dataset(&SyntheticConfig {
+        n_samples: 38,
+        height: 32,
+        width: 32,
+        n_classes: 2,
+        seed,
+    });
+    train.class_names = class_names();
+    let scene = synthetic_dataset(&SyntheticConfig {
+        n_samples: 1,
+        height: 93,
+        width: 127,
+        n_classes: 2,
+        seed: seed.wrapping_add(1),
+    });
+    let Sample { image, mask, .. } = scene.samples.into_iter().next().unwrap_or_else(|| Sample {
+        id: String::new(),
+        image: Array3::zeros((3, 93, 127)),
+        mask: Array2::zeros((93, 127)),
+    });
+    FlowerData {
+        train: Arc::new(train),
+        image,
+        mask,
+        source: DataSource::Synthetic,
+    }
+}
+
+/// The places a program looks for the data set, in order: `data_dir` (when
+/// given, the only place), the workspace's `data/cmput328-flower`, then the
+/// shared data folder (`$SEGKIT_SHARED_DATA` or `../shared/data`).
+pub fn candidate_roots(data_dir: Option<&Path>) -> Vec<PathBuf> {
+    if let Some(dir) = data_dir {
+        return vec![dir.to_path_buf()];
+    }
+    let workspace = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let mut roots = vec![workspace.join("data").join(DATA_SET)];
+    if let Some(shared) = shared_data_dir() {
+        roots.push(shared.join(DATA_SET));
+    }
+    roots
+}
+
+/// Finds and reads the data set (see [`candidate_roots`]). A `data_dir` that does
+/// not hold the data set is an error. Otherwise, when no place holds it, one
+/// message says what is missing and where to put it, and the generated stand-in
+/// is returned. (No public download URL of the lecture's patches is known, so
+/// nothing is fetched.)
+pub fn find_flower_data(data_dir: Option<&Path>, seed: u64) -> Result<FlowerData> {
+    if let Some(dir) = data_dir {
+        return load_flower_data(dir).with_context(|| format!("--data-dir {dir:?}"));
+    }
+    let roots = candidate_roots(None);
+    if let Some(root) = roots.iter().find(|root| check_root(root).is_ok()) {
+        return load_flower_data(root);
+    }
+    let looked: Vec<String> = roots.iter().map(|r| format!("{r:?}")).collect();
+    eprintln!(
+        "\n!!! data set {DATA_SET:?} not found (looked in {}).\n\
+         !!! Put the CMPUT 328 flower data ({TRAIN_IMAGES}/, {TRAIN_LABELS}/, {SCORE_IMAGE}, {SCORE_MASK})\n\
+         !!! in data/{DATA_SET}/, pass --data-dir DIR, or set $SEGKIT_SHARED_DATA.\n\
+         !!! RUNNING ON GENERATED DATA INSTEAD: the figures below are NOT the flower's.\n",
+        looked.join(", ")
+    );
+    Ok(synthetic_flower_data(seed))
+}
+
+/// Element `k` (0..8) of the dihedral group of the square applied to a
+/// `(C, H, W)` array: `k % 4` quarter turns counter-clockwise, then a left-right
+/// flip when `k >= 4`. Height and width swap for odd turns.
+pub fn dihedral_image(image: &Array3<f32>, k: usize) -> Array3<f32> {
+    let mut view = image.view();
+    for _ in 0..k % 4 {
+        // Counter-clockwise quarter turn: transpose, then reverse the rows.
+        view.swap_axes(1, 2);
+        view.invert_axis(Axis(1));
+    }
+    if k % 8 >= 4 {
+        view.invert_axis(Axis(2));
+    }
+    view.as_standard_layout().into_owned()
+}
+
+/// [`dihedral_image`] for an `(H, W)` mask.
+pub fn dihedral_mask(mask: &Array2<u8>, k: usize) -> Array2<u8> {
+    let mut view = mask.view();
+    for _ in 0..k % 4 {
+        view.swap_axes(0, 1);
+        view.invert_axis(Axis(0));
+    }
+    if k % 8 >= 4 {
+        view.invert_axis(Axis(1));
+    }
+    view.as_standard_layout().into_owned()
+}
+
+/// Element `k` of the dihedral group applied to image and mask alike.
+pub fn dihedral(sample: Sample, k: usize) -> Sample {
+    Sample {
+        image: dihedral_image(&sample.image, k),
+        mask: dihedral_mask(&sample.mask, k),
+        id: sample.id,
+    }
+}
+
+/// A transform that applies one of the 8 dihedral elements, drawn uniformly.
+/// Batches of non-square samples would mix sizes, so those are an error.
+pub fn dihedral_transform() -> Transform {
+    Arc::new(|sample: Sample, rng| {
+        let (h, w) = sample.size();
+        if h != w {
+            bail!(
+                "sample {:?} is {h}x{w}: rotations need square samples to batch",
+                sample.id
+            );
+        }
+        let k = rng.random_range(0..8);
+        Ok(dihedral(sample, k))
+    })
+}

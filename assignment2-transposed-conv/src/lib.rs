@@ -1,0 +1,9 @@
+//! Assignment 2 of segkit: full-resolution flower segmentation with transposed
+//! convolutions (course notebooks "ImSegByConvTranspose" and
+//! "ImSegByConvTransSkipConnection"), compared with a skip-connection net and
+//! bilinear upsampling.
+
+pub mod data;
+pub mod evaluate;
+pub mod model;
+pub mod training;
