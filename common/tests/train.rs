@@ -16,7 +16,7 @@ use common::init::seeded_var_builder;
 use common::loss::pixel_cross_entropy;
 use common::metrics::ConfusionMatrix;
 use common::nn::{conv2d, Conv2d, ConvConfig};
-use common::optim::{param_group, Adam, AdamConfig, Optimizer};
+use common::optim::{param_group, Adam, AdamConfig};
 use common::schedule::{LrSchedule, ScheduleKind};
 use common::train::{fit, History, TrainConfig, Validation, CHECKPOINT_FILE, LOSS_PNG};
 
@@ -286,7 +286,7 @@ fn nan_loss_stops_with_epoch_and_step_and_keeps_the_last_checkpoint() -> anyhow:
         },
         |_| Ok(None),
     );
-    let message = format!("{:#}", result.err().expect("a NaN loss must stop the run"));
+    let message = format!("{:#}", result.expect_err("a NaN loss must stop the run"));
     assert!(message.contains("epoch 2 step 2"), "{message}");
     assert!(message.contains("NaN"), "{message}");
     let checkpoint = load_checkpoint(&out.path().join(CHECKPOINT_FILE), &Device::Cpu)?;
