@@ -2,9 +2,9 @@
 //! patches and the photo `flower.jpg` with its reference mask; where to find them,
 //! a seeded stratified train/validation split, and a generated stand-in set.
 //!
-//! A patch is a [`Sample`] whose mask is a single pixel holding its label
-//! (0 = background, 1 = flower), so the shared loader batches patches as it
-//! batches segmentation samples: masks `(N, 1, 1)`.
+//! A patch is a [`Sample`] whose 32x32 mask holds its label on every pixel
+//! (0 = background, 1 = flower), so the shared loader (which wants a mask of the
+//! image's size) batches patches as it batches segmentation samples.
 
 use std::path::{Path, PathBuf};
 
@@ -110,16 +110,17 @@ fn is_image(path: &Path) -> bool {
     matches!(ext.as_deref(), Some("png" | "jpg" | "jpeg"))
 }
 
-/// A patch sample: the image and a 1x1 mask holding its label.
+/// A patch sample: the image and a mask of its size holding its label everywhere.
 pub fn patch(id: String, image: Array3<f32>, label: u8) -> Sample {
+    let (_, h, w) = image.dim();
     Sample {
         id,
         image,
-        mask: Array2::from_elem((1, 1), label),
+        mask: Array2::from_elem((h, w), label),
     }
 }
 
-/// The label of a patch sample (its single mask pixel).
+/// The label of a patch sample (its top-left mask pixel; all are equal).
 pub fn label_of(sample: &Sample) -> u8 {
     sample.mask[[0, 0]]
 }

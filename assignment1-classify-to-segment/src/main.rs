@@ -50,6 +50,9 @@ struct TrainArgs {
     /// Adam's initial learning rate (cosine decay to 1/20 of it)
     #[arg(long, default_value_t = 0.01)]
     lr: f64,
+    /// Label smoothing of the cross-entropy (keeps logits finite, probabilities graded)
+    #[arg(long, default_value_t = 0.1)]
+    label_smoothing: f64,
     /// Fraction of each class held back for validation
     #[arg(long, default_value_t = 0.2)]
     val_fraction: f64,
@@ -120,6 +123,7 @@ fn main() -> anyhow::Result<()> {
                 epochs: a.epochs,
                 batch_size: a.batch_size,
                 learning_rate: a.lr,
+                label_smoothing: a.label_smoothing,
                 val_fraction: a.val_fraction,
                 seed: a.seed,
                 device: a.device,

@@ -32,6 +32,8 @@ pub struct RunConfig {
     pub epochs: usize,
     pub batch_size: usize,
     pub learning_rate: f64,
+    /// Label smoothing of the training cross-entropy.
+    pub label_smoothing: f64,
     /// Fraction of each class held back for validation.
     pub val_fraction: f64,
     pub seed: u64,
@@ -117,6 +119,7 @@ pub fn run(cfg: &RunConfig) -> anyhow::Result<RunMetrics> {
         epochs: cfg.epochs,
         batch_size: cfg.batch_size,
         learning_rate: cfg.learning_rate,
+        label_smoothing: cfg.label_smoothing,
         seed: cfg.seed,
         out_dir: cfg.out.clone(),
         run_config,

@@ -1,6 +1,6 @@
 //! Training the patch classifier with the shared loop (`common::train::fit`):
-//! patches are samples with a 1x1 mask holding the label, so the shared loader
-//! batches them (images `(N, 3, 32, 32)`, masks `(N, 1, 1)`); random horizontal
+//! patches are samples whose 32x32 mask holds the label on every pixel, so the
+//! shared loader batches them (images `(N, 3, 32, 32)`, masks `(N, 32, 32)`); random horizontal
 //! and vertical flips augment them (a flower has no up or left). Adam with a
 //! cosine learning-rate decay; cross-entropy on the 2 logits.
 
@@ -36,6 +36,9 @@ pub struct TrainSettings {
     pub batch_size: usize,
     /// Adam's initial learning rate (decays by cosine to 1/20 of it).
     pub learning_rate: f64,
+    /// Label smoothing of the cross-entropy (0 = none): keeps the logits finite
+    /// on this separable set, so probabilities stay graded near the flower's edge.
+    pub label_smoothing: f64,
     /// Seed of the initial weights, the batch order and the flips.
     pub seed: u64,
     /// Folder for the checkpoint, history and loss curve.
@@ -74,7 +77,7 @@ pub fn flips() -> Transform {
             sample
         };
         if rng.random_bool(0.5) {
-            // (3, H, W): reverse the rows; the 1x1 mask is unchanged.
+            // (3, H, W): reverse the rows; the constant mask is unchanged.
             sample.image.invert_axis(Axis(1));
             sample.image = sample.image.as_standard_layout().into_owned();
         }
@@ -157,10 +160,14 @@ pub fn train_classifier(
         &loader,
         device,
         |batch| {
-            // (N, 1, 1) u32 masks -> (N,) labels
-            let labels = batch.masks.flatten_all()?;
+            // (N, 32, 32) u32 masks, constant per patch -> (N,) labels
+            let labels = batch
+                .masks
+                .narrow(1, 0, 1)?
+                .narrow(2, 0, 1)?
+                .flatten_all()?;
             let logits = classifier.forward_t(&batch.images, true)?;
-            candle_nn::loss::cross_entropy(&logits, &labels)
+            smoothed_cross_entropy(&logits, &labels, settings.label_smoothing)
         },
         |_| {
             if val.is_empty() {
@@ -178,6 +185,31 @@ pub fn train_classifier(
         varmap,
         history,
     })
+}
+
+/// Cross-entropy with label smoothing `eps`: the target puts `1 - eps` on the
+/// label and `eps` spread evenly over all classes (PyTorch's `label_smoothing`).
+///
+/// # Shapes
+/// `logits (N, K)`, `labels (N,)` u32 -> scalar
+pub fn smoothed_cross_entropy(
+    logits: &Tensor,
+    labels: &Tensor,
+    eps: f64,
+) -> candle::Result<Tensor> {
+    if !(0.0..1.0).contains(&eps) {
+        candle::bail!("label smoothing must be in [0, 1), got {eps}");
+    }
+    // (N, K) -> (N, K) log-probabilities
+    let log_p = candle_nn::ops::log_softmax(logits, 1)?;
+    // (N,) -> (N, 1) -> gathered (N, 1): -log p(label)
+    let nll = log_p.gather(&labels.unsqueeze(1)?, 1)?.neg()?.mean_all()?;
+    if eps == 0.0 {
+        return Ok(nll);
+    }
+    // mean over samples and classes of -log p(k)
+    let uniform = log_p.neg()?.mean_all()?;
+    (nll * (1.0 - eps))? + (uniform * eps)?
 }
 
 /// Stacks patches into a `(N, 3, 32, 32)` tensor and their `(N,)` u32 labels.
