@@ -15,7 +15,7 @@ use ndarray::{s, Array2, Axis};
 use serde::Serialize;
 
 use crate::data::Scene;
-use crate::model::{Classifier, Fcn, STRIDE};
+use crate::model::{Classifier, Fcn, PATCH_SIZE, STRIDE};
 use crate::segment::{
     fcn_map, flower_probability, max_abs_diff, pad_image, padding_for, shift_and_stitch,
     sliding_window,
@@ -32,8 +32,28 @@ pub struct SegmentOptions {
     pub compare: bool,
     /// Crops per forward pass of the sliding window.
     pub window_batch: usize,
+    /// Side of the centred square of pixels on which the stride-1 sliding window
+    /// and shift-and-stitch are compared and timed; `None` = the whole image (the
+    /// stride-1 sliding window over all of `flower.jpg` takes minutes on 2 cores).
+    pub stride1_region: Option<usize>,
     /// Show progress bars.
     pub progress: bool,
+}
+
+/// `(top, left, height, width)` of the centred `side x side` square of an
+/// `height x width` image (clipped to the image), or the whole image for `None`.
+pub fn centred_region(
+    height: usize,
+    width: usize,
+    side: Option<usize>,
+) -> (usize, usize, usize, usize) {
+    match side {
+        None => (0, 0, height, width),
+        Some(side) => {
+            let (rh, rw) = (side.clamp(1, height), side.clamp(1, width));
+            ((height - rh) / 2, (width - rw) / 2, rh, rw)
+        }
+    }
 }
 
 /// IoU of the flower class and pixel accuracy against a reference mask.
@@ -47,8 +67,14 @@ pub struct MaskScore {
 #[derive(Debug, Clone, Serialize)]
 pub struct Comparison {
     pub sliding_window_stride4_seconds: f64,
+    /// Stride-1 sliding window on `stride1_region`.
     pub sliding_window_stride1_seconds: f64,
+    /// Shift-and-stitch on the same region as the stride-1 sliding window.
     pub shift_and_stitch_seconds: f64,
+    /// Shift-and-stitch on the whole image (the full-resolution map).
+    pub shift_and_stitch_full_image_seconds: f64,
+    /// `(top, left, height, width)` of the pixels the stride-1 comparison covers.
+    pub stride1_region: (usize, usize, usize, usize),
     /// Max |FCN logits - stride-4 sliding-window logits| over the whole map.
     pub fcn_vs_sliding_stride4_max_abs_diff: f32,
     /// Max |shift-and-stitch logits - stride-1 sliding-window logits|.
@@ -57,7 +83,7 @@ pub struct Comparison {
     pub speedup_fcn_vs_sliding_stride4: f64,
     /// Stride-1 sliding window time / shift-and-stitch time.
     pub speedup_shift_and_stitch_vs_sliding_stride1: f64,
-    /// `(rows, cols)` of the stride-1 map (one per pixel).
+    /// `(rows, cols)` of the whole stride-1 map (one per pixel).
     pub stride1_map_size: (usize, usize),
     /// Score of the full-resolution (stride-1) mask, when a reference exists.
     pub stride1_score: Option<MaskScore>,
@@ -128,20 +154,37 @@ pub fn segment_scene(
         let sliding4 = started.elapsed().as_secs_f64();
         let diff4 = max_abs_diff(&logits, &window4)?;
 
+        // Stride 1 over the whole padded image: one map cell per pixel.
         let padded1 = pad_image(&image, &padding_for(height, width, 1)?)?;
+        let started = Instant::now();
+        let stitched = shift_and_stitch(&fcn, &padded1)?;
+        let stitch_full = started.elapsed().as_secs_f64();
+        // The comparison region: pixels (top.., left..) of size rh x rw need the
+        // padded rows top..top+rh+31 and columns left..left+rw+31.
+        let region = centred_region(height, width, options.stride1_region);
+        let (top, left, rh, rw) = region;
+        let padded_region = padded1
+            .narrow(2, top, rh + PATCH_SIZE - 1)?
+            .narrow(3, left, rw + PATCH_SIZE - 1)?
+            .contiguous()?;
         let started = Instant::now();
         let window1 = sliding_window(
             classifier,
-            &padded1,
+            &padded_region,
             1,
             options.window_batch,
             options.progress,
         )?;
         let sliding1 = started.elapsed().as_secs_f64();
         let started = Instant::now();
-        let stitched = shift_and_stitch(&fcn, &padded1)?;
+        let stitched_region = shift_and_stitch(&fcn, &padded_region)?;
         let stitch = started.elapsed().as_secs_f64();
-        let diff1 = max_abs_diff(&stitched, &window1)?;
+        let diff1 = max_abs_diff(&stitched_region, &window1)?;
+        // The region's stitched map must also be the same cells of the full one.
+        let full_cells = stitched
+            .slice(s![.., top..top + rh, left..left + rw])
+            .to_owned();
+        let diff1 = diff1.max(max_abs_diff(&full_cells, &window1)?);
         // The stride-1 map has one cell per pixel: (2, H, W).
         let stride1_probability = flower_probability(&stitched);
         let stride1_score = scene
@@ -153,6 +196,8 @@ pub fn segment_scene(
             sliding_window_stride4_seconds: sliding4,
             sliding_window_stride1_seconds: sliding1,
             shift_and_stitch_seconds: stitch,
+            shift_and_stitch_full_image_seconds: stitch_full,
+            stride1_region: region,
             fcn_vs_sliding_stride4_max_abs_diff: diff4,
             shift_and_stitch_vs_sliding_stride1_max_abs_diff: diff1,
             speedup_fcn_vs_sliding_stride4: sliding4 / fcn_seconds.max(1e-9),

@@ -68,6 +68,10 @@ struct TrainArgs {
     /// Crops per forward pass of the sliding window
     #[arg(long, default_value_t = 256)]
     window_batch: usize,
+    /// Side of the centred square of pixels where the stride-1 sliding window is
+    /// compared with shift-and-stitch; 0 = the whole image (minutes on 2 cores)
+    #[arg(long, default_value_t = 128)]
+    stride1_region: usize,
     /// Patches to generate when the real data set is missing
     #[arg(long, default_value_t = 400)]
     generated_patches: usize,
@@ -96,6 +100,9 @@ struct SegmentArgs {
     /// Crops per forward pass of the sliding window
     #[arg(long, default_value_t = 256)]
     window_batch: usize,
+    /// Side of the centred square where the stride-1 sliding window runs; 0 = whole image
+    #[arg(long, default_value_t = 0)]
+    stride1_region: usize,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -111,6 +118,7 @@ fn main() -> anyhow::Result<()> {
                 device: a.device,
                 compare: a.compare,
                 window_batch: a.window_batch,
+                stride1_region: (a.stride1_region > 0).then_some(a.stride1_region),
                 progress,
             })?;
         }
@@ -129,6 +137,7 @@ fn main() -> anyhow::Result<()> {
                 device: a.device,
                 compare: !a.no_compare,
                 window_batch: a.window_batch,
+                stride1_region: (a.stride1_region > 0).then_some(a.stride1_region),
                 generated_patches: a.generated_patches,
                 progress,
             })?;
