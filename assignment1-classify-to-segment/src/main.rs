@@ -42,13 +42,13 @@ struct TrainArgs {
     #[arg(long, value_enum, default_value_t = Arch::Default)]
     arch: Arch,
     /// Passes over the training patches
-    #[arg(long, default_value_t = 40)]
+    #[arg(long, default_value_t = 10)]
     epochs: usize,
     /// Patches per optimisation step
     #[arg(long, default_value_t = 32)]
     batch_size: usize,
     /// Adam's initial learning rate (cosine decay to 1/20 of it)
-    #[arg(long, default_value_t = 0.01)]
+    #[arg(long, default_value_t = 0.003)]
     lr: f64,
     /// Label smoothing of the cross-entropy (keeps logits finite, probabilities graded)
     #[arg(long, default_value_t = 0.1)]

@@ -9,8 +9,9 @@ use assignment1_classify_to_segment::model::{Arch, Classifier};
 use assignment1_classify_to_segment::segment::{fcn_map, pad_image, padding_for};
 use assignment1_classify_to_segment::training::{new_classifier, patch_batch};
 use candle::{Device, Module, Tensor};
-use common::data::image_io::image_to_tensor;
+use common::data::image_io::{image_to_tensor, save_image};
 use common::data::{shared_data_set, Sample};
+use ndarray::Array3;
 
 type Result<T> = anyhow::Result<T>;
 
