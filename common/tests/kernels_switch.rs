@@ -17,7 +17,10 @@ fn switch_selects_candle_ops_and_both_agree() -> candle::Result<()> {
     };
     let run = || -> candle::Result<(Vec<f32>, Vec<f32>)> {
         let xv = Var::from_tensor(&x)?;
-        let y = kernels::max_pool2d(&kernels::conv2d(xv.as_tensor(), &w, &p)?, 2)?;
+        let conv = kernels::conv2d(xv.as_tensor(), &w, &p)?;
+        let gamma = Tensor::new(&[1f32, 2., 0.5, -1.], &Device::Cpu)?;
+        let normed = kernels::batch_norm_train(&conv, &gamma, &gamma.cos()?, 1e-5)?.0;
+        let y = kernels::max_pool2d(&normed, 2)?;
         let dx = y
             .sum_all()?
             .backward()?

@@ -1,13 +1,14 @@
 //! Fast CPU convolution and pooling: im2col + `gemm` kernels as candle custom ops, with
 //! backward passes built from the same kernels, and a switch back to candle's own ops.
 //!
-//! [`conv2d`], [`conv_transpose2d`] and [`max_pool2d`] run the custom ops for contiguous
+//! [`conv2d`], [`conv_transpose2d`], [`max_pool2d`] and [`batch_norm_train`] run the custom ops for contiguous
 //! or strided f32/f64 tensors on the CPU and candle's ops otherwise (CUDA, f16/bf16), or
 //! everywhere when `SEGKIT_CANDLE_OPS=1` is set or [`set_force_candle_ops`]`(true)` was
 //! called. Weight layouts follow PyTorch: conv `(c_out, c_in, kh, kw)`, transposed conv
 //! `(c_in, c_out, kh, kw)`.
 
 mod conv;
+mod norm;
 mod pool;
 
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -252,4 +253,76 @@ pub fn max_pool2d(xs: &Tensor, k: usize) -> candle::Result<Tensor> {
         .reshape((n, c, oh, k, ow, k))?
         .max(5)?
         .max(3)
+}
+
+/// Training-mode batch normalisation over `(N, C, H, W)` with batch statistics: returns
+/// `(y, mean, var)` where `y = (x - mean) / sqrt(var + eps) * gamma + beta` and `mean`,
+/// `var` `(C)` are the per-channel batch mean and biased variance (detached; for running
+/// statistics PyTorch uses the unbiased `var * M / (M - 1)`, `M = N H W`). Differentiable
+/// w.r.t. `xs`, `gamma` and `beta` (first order on the fast path).
+///
+/// # Shapes
+/// `xs (N, C, H, W)`, `gamma (C)`, `beta (C)` -> `(N, C, H, W)`, `(C)`, `(C)`.
+pub fn batch_norm_train(
+    xs: &Tensor,
+    gamma: &Tensor,
+    beta: &Tensor,
+    eps: f64,
+) -> candle::Result<(Tensor, Tensor, Tensor)> {
+    let Ok((_, c, _, _)) = xs.dims4() else {
+        candle::bail!("batch_norm_train: input {:?} must have rank 4", xs.dims())
+    };
+    if gamma.dims() != [c] || beta.dims() != [c] {
+        candle::bail!(
+            "batch_norm_train: gamma {:?} and beta {:?} must have the {c} channels of input {:?}",
+            gamma.dims(),
+            beta.dims(),
+            xs.dims()
+        )
+    }
+    if gamma.dtype() != xs.dtype() || beta.dtype() != xs.dtype() {
+        candle::bail!(
+            "batch_norm_train: input is {:?} but gamma is {:?} and beta {:?}",
+            xs.dtype(),
+            gamma.dtype(),
+            beta.dtype()
+        )
+    }
+    if eps.is_nan() || eps <= 0.0 {
+        candle::bail!("batch_norm_train: eps must be positive, got {eps}")
+    }
+    if uses_fast_path(xs) {
+        let stats = std::sync::Arc::new(OnceLock::new());
+        let op = norm::BatchNormFwd {
+            eps,
+            stats: stats.clone(),
+        };
+        let ys = xs
+            .contiguous()?
+            .apply_op3(&gamma.contiguous()?, &beta.contiguous()?, op)?;
+        let Some(st) = stats.get() else {
+            candle::bail!("batch_norm_train: the op computed no statistics")
+        };
+        let mean = Tensor::from_slice(&st.mean, c, xs.device())?.to_dtype(xs.dtype())?;
+        let var = Tensor::from_slice(&st.var, c, xs.device())?.to_dtype(xs.dtype())?;
+        return Ok((ys, mean, var));
+    }
+    // (N, C, H, W) -> per-channel (1, C, 1, 1) statistics from candle ops.
+    let mean = xs.mean_keepdim(0)?.mean_keepdim(2)?.mean_keepdim(3)?;
+    let centred = xs.broadcast_sub(&mean)?;
+    let var = centred
+        .sqr()?
+        .mean_keepdim(0)?
+        .mean_keepdim(2)?
+        .mean_keepdim(3)?;
+    let normed = centred.broadcast_div(&(&var + eps)?.sqrt()?)?;
+    let shape = (1, c, 1, 1);
+    let ys = normed
+        .broadcast_mul(&gamma.reshape(shape)?)?
+        .broadcast_add(&beta.reshape(shape)?)?;
+    Ok((
+        ys,
+        mean.flatten_all()?.detach(),
+        var.flatten_all()?.detach(),
+    ))
 }
