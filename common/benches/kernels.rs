@@ -48,11 +48,13 @@ impl Conv {
             padding: self.padding,
             dilation: 1,
         };
-        let ys = kernels::conv2d(xs, self.w.as_tensor(), &p)?;
-        match &self.b {
-            Some(b) => ys.broadcast_add(&b.as_tensor().reshape((1, (), 1, 1))?),
-            None => Ok(ys),
-        }
+        // The bias is fused into the conv on the fast path (broadcast_add with candle's ops).
+        kernels::conv2d_bias(
+            xs,
+            self.w.as_tensor(),
+            self.b.as_ref().map(|b| b.as_tensor()),
+            &p,
+        )
     }
     fn vars(&self) -> Vec<Var> {
         std::iter::once(self.w.clone())

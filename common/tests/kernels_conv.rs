@@ -360,3 +360,66 @@ fn conv_bad_input_gives_clear_errors() -> Result<()> {
     );
     Ok(())
 }
+
+#[test]
+fn conv2d_bias_matches_candle_and_finite_differences() -> Result<()> {
+    let p = Conv2dParams {
+        stride: 2,
+        padding: 1,
+        dilation: 1,
+    };
+    for (i, (xs, ws)) in [([2, 3, 7, 9], [4, 3, 3, 3]), ([4, 5, 6, 6], [3, 5, 1, 1])]
+        .into_iter()
+        .enumerate()
+    {
+        let x = Var::from_tensor(&random(&xs, DType::F32, 120 + i as u64)?)?;
+        let w = Var::from_tensor(&random(&ws, DType::F32, 130 + i as u64)?)?;
+        let b = Var::from_tensor(&random(&[ws[0]], DType::F32, 140 + i as u64)?)?;
+        let run = |f: &dyn Fn() -> Result<Tensor>| -> Result<Vec<Tensor>> {
+            let y = f()?;
+            let r = random(y.dims(), DType::F32, 150)?;
+            let grads = (&y * &r)?.sum_all()?.backward()?;
+            let get = |v: &Var| grads.get(v.as_tensor()).cloned().expect("missing gradient");
+            Ok(vec![y, get(&x), get(&w), get(&b)])
+        };
+        let ours =
+            run(&|| kernels::conv2d_bias(x.as_tensor(), w.as_tensor(), Some(b.as_tensor()), &p))?;
+        let stock = run(&|| {
+            x.as_tensor()
+                .conv2d(w.as_tensor(), p.padding, p.stride, p.dilation, 1)?
+                .broadcast_add(&b.as_tensor().reshape((1, (), 1, 1))?)
+        })?;
+        for (what, (a, b)) in ["y", "dx", "dw", "db"].iter().zip(ours.iter().zip(&stock)) {
+            let err = rel_err(a, b)?;
+            assert!(err < 1e-4, "case {i}: {what} differs by {err:e}");
+        }
+    }
+    // f64 central differences for the bias and the input.
+    let x = random(&[2, 2, 5, 4], DType::F64, 160)?;
+    let w = random(&[3, 2, 3, 3], DType::F64, 161)?;
+    let b = random(&[3], DType::F64, 162)?;
+    let r = random(kernels::conv2d(&x, &w, &p)?.dims(), DType::F64, 163)?;
+    let err_b = gradient_error(
+        |b| (kernels::conv2d_bias(&x, &w, Some(b), &p)? * &r)?.sum_all(),
+        &b,
+    )?;
+    let err_x = gradient_error(
+        |x| (kernels::conv2d_bias(x, &w, Some(&b), &p)? * &r)?.sum_all(),
+        &x,
+    )?;
+    assert!(
+        err_b < 1e-5 && err_x < 1e-5,
+        "db error {err_b:e}, dx error {err_x:e}"
+    );
+    let m = message(kernels::conv2d_bias(
+        &x,
+        &w,
+        Some(&random(&[2], DType::F64, 164)?),
+        &p,
+    ));
+    assert!(
+        m.contains("bias [2] F64 must be a F64 vector of the 3 output channels"),
+        "{m}"
+    );
+    Ok(())
+}

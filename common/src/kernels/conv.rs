@@ -664,3 +664,135 @@ impl CustomOp2 for ConvBwdWeight {
         Ok((Some(d_x), Some(d_gy)))
     }
 }
+
+/// Adds `bias (c)` to every plane of `y (n, c, hw)` in place.
+fn add_bias<T: WithDType>(y: &mut [T], bias: &[T], hw: usize) {
+    let c = bias.len();
+    y.par_chunks_mut(hw.max(1))
+        .enumerate()
+        .for_each(|(p, plane)| {
+            let b = bias[p % c];
+            plane.iter_mut().for_each(|v| *v += b);
+        });
+}
+
+/// Per-channel sums of `gy (n, c, hw)`: the bias gradient.
+fn channel_sums<T: WithDType>(gy: &[T], n: usize, c: usize, hw: usize) -> Vec<T> {
+    (0..c)
+        .into_par_iter()
+        .map(|ch| {
+            let sum: f64 = (0..n)
+                .map(|i| {
+                    gy[(i * c + ch) * hw..(i * c + ch + 1) * hw]
+                        .iter()
+                        .map(|v| v.to_f64())
+                        .sum::<f64>()
+                })
+                .sum();
+            T::from_f64(sum)
+        })
+        .collect()
+}
+
+/// Forward convolution plus a per-channel bias, `(x, w, b) -> y`, as one custom op.
+pub(crate) struct ConvBiasFwd(pub ConvGeom);
+
+/// The bias gradient `(gy) -> sum over n, h, w`, as a custom op.
+struct BiasGrad(ConvGeom);
+
+impl candle::CustomOp3 for ConvBiasFwd {
+    fn name(&self) -> &'static str {
+        "segkit-conv2d-bias"
+    }
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+        s3: &CpuStorage,
+        l3: &Layout,
+    ) -> candle::Result<(CpuStorage, Shape)> {
+        let g = &self.0;
+        let bias_shape = Shape::from(g.c_out);
+        let hw = g.oh * g.ow;
+        let out = match s3 {
+            CpuStorage::F32(_) => {
+                let b = slice::<f32>(s3, l3, &bias_shape, self.name(), "bias")?;
+                let kernel = |x: &[f32], w: &[f32]| -> candle::Result<Vec<f32>> {
+                    let mut y = conv_fwd(x, w, g)?;
+                    add_bias(&mut y, b, hw);
+                    Ok(y)
+                };
+                run2(
+                    self.name(),
+                    (s1, l1, g.x_shape()),
+                    (s2, l2, g.w_shape()),
+                    kernel,
+                    |_, _| candle::bail!("segkit-conv2d-bias: bias is f32 but input is not"),
+                )?
+            }
+            CpuStorage::F64(_) => {
+                let b = slice::<f64>(s3, l3, &bias_shape, self.name(), "bias")?;
+                let kernel = |x: &[f64], w: &[f64]| -> candle::Result<Vec<f64>> {
+                    let mut y = conv_fwd(x, w, g)?;
+                    add_bias(&mut y, b, hw);
+                    Ok(y)
+                };
+                run2(
+                    self.name(),
+                    (s1, l1, g.x_shape()),
+                    (s2, l2, g.w_shape()),
+                    |_, _| candle::bail!("segkit-conv2d-bias: bias is f64 but input is not"),
+                    kernel,
+                )?
+            }
+            other => candle::bail!(
+                "{}: bias must be f32 or f64, got {:?}",
+                self.name(),
+                other.dtype()
+            ),
+        };
+        Ok((out, g.y_shape()))
+    }
+    fn bwd(
+        &self,
+        x: &Tensor,
+        w: &Tensor,
+        _b: &Tensor,
+        _y: &Tensor,
+        gy: &Tensor,
+    ) -> candle::Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
+        let gy = gy.contiguous()?;
+        let dx = ConvBwdInput::apply(self.0, &gy, w)?;
+        let dw = ConvBwdWeight::apply(self.0, x, &gy)?;
+        let db = gy.apply_op1_no_bwd(&BiasGrad(self.0))?;
+        Ok((Some(dx), Some(dw), Some(db)))
+    }
+}
+
+impl candle::CustomOp1 for BiasGrad {
+    fn name(&self) -> &'static str {
+        "segkit-conv2d-bias-grad"
+    }
+    fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> candle::Result<(CpuStorage, Shape)> {
+        let g = &self.0;
+        let (n, c, hw) = (g.n, g.c_out, g.oh * g.ow);
+        let out = match s {
+            CpuStorage::F32(_) => CpuStorage::F32(channel_sums(
+                slice::<f32>(s, l, &g.y_shape(), self.name(), "gradient")?,
+                n,
+                c,
+                hw,
+            )),
+            CpuStorage::F64(_) => CpuStorage::F64(channel_sums(
+                slice::<f64>(s, l, &g.y_shape(), self.name(), "gradient")?,
+                n,
+                c,
+                hw,
+            )),
+            other => candle::bail!("{}: needs f32 or f64, got {:?}", self.name(), other.dtype()),
+        };
+        Ok((out, Shape::from(c)))
+    }
+}

@@ -16,7 +16,7 @@ use std::sync::OnceLock;
 
 use candle::{DType, Tensor};
 
-use conv::{ConvBwdInput, ConvFwd, ConvGeom};
+use conv::{ConvBiasFwd, ConvBwdInput, ConvFwd, ConvGeom};
 
 /// Environment variable that, when `1`, makes every kernel use candle's own ops.
 pub const CANDLE_OPS_ENV: &str = "SEGKIT_CANDLE_OPS";
@@ -119,6 +119,21 @@ fn conv_out(size: usize, k: usize, p: &Conv2dParams) -> Option<usize> {
 /// `xs (N, C_in, H, W)`, `kernel (C_out, C_in, KH, KW)` -> `(N, C_out, OH, OW)` with
 /// `OH = (H + 2 padding - dilation (KH - 1) - 1) / stride + 1`.
 pub fn conv2d(xs: &Tensor, kernel: &Tensor, params: &Conv2dParams) -> candle::Result<Tensor> {
+    conv2d_bias(xs, kernel, None, params)
+}
+
+/// [`conv2d`] plus a per-channel bias, fused on the fast path (the bias is added while the
+/// output is hot and its gradient is a direct per-channel sum). Differentiable w.r.t. all
+/// three arguments.
+///
+/// # Shapes
+/// `xs (N, C_in, H, W)`, `kernel (C_out, C_in, KH, KW)`, `bias (C_out)` -> `(N, C_out, OH, OW)`.
+pub fn conv2d_bias(
+    xs: &Tensor,
+    kernel: &Tensor,
+    bias: Option<&Tensor>,
+    params: &Conv2dParams,
+) -> candle::Result<Tensor> {
     let ([n, c_in, h, w], [c_out, k_c_in, kh, kw]) = dims("conv2d", xs, kernel)?;
     if params.stride == 0 || params.dilation == 0 {
         candle::bail!("conv2d: stride and dilation must be at least 1, got {params:?}")
@@ -140,8 +155,22 @@ pub fn conv2d(xs: &Tensor, kernel: &Tensor, params: &Conv2dParams) -> candle::Re
             params.padding
         )
     };
+    if let Some(b) = bias {
+        if b.dims() != [c_out] || b.dtype() != xs.dtype() {
+            candle::bail!(
+                "conv2d: bias {:?} {:?} must be a {:?} vector of the {c_out} output channels",
+                b.dims(),
+                b.dtype(),
+                xs.dtype()
+            )
+        }
+    }
     if !uses_fast_path(xs) {
-        return xs.conv2d(kernel, params.padding, params.stride, params.dilation, 1);
+        let ys = xs.conv2d(kernel, params.padding, params.stride, params.dilation, 1)?;
+        return match bias {
+            Some(b) => ys.broadcast_add(&b.reshape((1, c_out, 1, 1))?),
+            None => Ok(ys),
+        };
     }
     let geom = ConvGeom {
         n,
@@ -157,7 +186,13 @@ pub fn conv2d(xs: &Tensor, kernel: &Tensor, params: &Conv2dParams) -> candle::Re
         padding: params.padding,
         dilation: params.dilation,
     };
-    ConvFwd::apply(geom, xs, kernel)
+    match bias {
+        Some(b) => {
+            xs.contiguous()?
+                .apply_op3(&kernel.contiguous()?, &b.contiguous()?, ConvBiasFwd(geom))
+        }
+        None => ConvFwd::apply(geom, xs, kernel),
+    }
 }
 
 /// 2-D transposed convolution (PyTorch's `conv_transpose2d` without bias, `groups = 1`):
