@@ -99,64 +99,6 @@ pub fn output_size_rule() -> String {
     )
 }
 
-/// 2x2 max pooling: in training the gradient-correct pool of `common::nn` (candle's
-/// own `max_pool2d` scales its gradient by 1/4); at inference candle's faster
-/// kernel, which computes the same forward values (floor on odd sizes, like PyTorch).
-fn pool(xs: &Tensor, train: bool) -> Result<Tensor> {
-    if train {
-        max_pool2d(xs, 2)
-    } else {
-        xs.max_pool2d(2)
-    }
-}
-
-/// A stride-1, unpadded convolution as im2col + one matrix product.
-///
-/// common-gap: candle 0.11's CPU `conv2d` (which `common::nn::Conv2d` calls) and its
-/// backward compute one short dot product per output value; for these thin layers
-/// (3 -> 8 -> 16 channels) that measured 50-100x slower than im2col + matmul, which
-/// would make training and the sliding window far too slow. Every op here (narrow,
-/// stack, reshape, matmul) has a correct backward. The weights stay in the
-/// `common::nn::Conv2d` (PyTorch layout `(C_out, C_in, k, k)`).
-///
-/// # Shapes
-/// `(N, C_in, H, W) -> (N, C_out, H-k+1, W-k+1)`
-fn conv_forward(conv: &Conv2d, xs: &Tensor) -> Result<Tensor> {
-    let (c_out, c_in, k, _) = conv.weight().dims4()?;
-    let (n, c, h, w) = xs.dims4()?;
-    if c != c_in || h < k || w < k {
-        candle::bail!(
-            "convolution with weight {:?} cannot take an input of shape {:?}",
-            conv.weight().dims(),
-            xs.dims()
-        );
-    }
-    let (ho, wo) = (h - k + 1, w - k + 1);
-    let cols = if k == 1 {
-        xs.reshape((n, c, h * w))?
-    } else {
-        let mut shifts = Vec::with_capacity(k * k);
-        for ky in 0..k {
-            for kx in 0..k {
-                shifts.push(xs.narrow(2, ky, ho)?.narrow(3, kx, wo)?);
-            }
-        }
-        // k*k x (N, C, Ho, Wo) -> (N, C, k*k, Ho, Wo) -> (N, C*k*k, Ho*Wo), the
-        // column order of the weight flattened as (C, ky, kx)
-        Tensor::stack(&shifts, 2)?.reshape((n, c * k * k, ho * wo))?
-    };
-    // (C_out, C*k*k) x (N, C*k*k, Ho*Wo) -> (N, C_out, Ho*Wo) -> (N, C_out, Ho, Wo)
-    let weight = conv.weight().reshape((c_out, c_in * k * k))?;
-    let ys = weight
-        .broadcast_matmul(&cols)?
-        .reshape((n, c_out, ho, wo))?;
-    match conv.bias() {
-        // (C_out) -> (1, C_out, 1, 1)
-        Some(b) => ys.broadcast_add(&b.reshape((1, c_out, 1, 1))?),
-        None => Ok(ys),
-    }
-}
-
 /// The two conv + ELU + pool stages shared by the classifier and the FCN.
 #[derive(Debug, Clone)]
 struct Trunk {
@@ -167,9 +109,9 @@ struct Trunk {
 impl Trunk {
     /// # Shapes
     /// `(N, 3, H, W) -> (N, C2, floor((floor((H-4)/2)-4)/2), same for W)`
-    fn forward(&self, xs: &Tensor, train: bool) -> Result<Tensor> {
-        let xs = pool(&conv_forward(&self.conv1, xs)?.elu(ELU_ALPHA)?, train)?;
-        pool(&conv_forward(&self.conv2, &xs)?.elu(ELU_ALPHA)?, train)
+    fn forward(&self, xs: &Tensor) -> Result<Tensor> {
+        let xs = max_pool2d(&self.conv1.forward(xs)?.elu(ELU_ALPHA)?, 2)?;
+        max_pool2d(&self.conv2.forward(&xs)?.elu(ELU_ALPHA)?, 2)
     }
 }
 
@@ -210,29 +152,6 @@ impl Classifier {
         &self.spec
     }
 
-    /// Logits of a batch of patches; `train` picks the gradient-correct pooling.
-    ///
-    /// # Shapes
-    /// `(N, 3, 32, 32) -> (N, 2)`
-    pub fn forward_t(&self, xs: &Tensor, train: bool) -> Result<Tensor> {
-        match xs.dims() {
-            &[_, 3, h, w] if h == PATCH_SIZE && w == PATCH_SIZE => {}
-            dims => candle::bail!(
-                "the classifier takes (N, 3, {PATCH_SIZE}, {PATCH_SIZE}) patches, got shape {dims:?}; \
-                 use the FCN for larger images"
-            ),
-        }
-        // (N, 3, 32, 32) -> (N, C2, 5, 5) -> (N, C2*25), flattened in (C, H, W) order
-        let mut xs = self.trunk.forward(xs, train)?.flatten_from(1)?;
-        for (i, layer) in self.dense.iter().enumerate() {
-            xs = layer.forward(&xs)?;
-            if i + 1 < self.dense.len() {
-                xs = xs.elu(ELU_ALPHA)?;
-            }
-        }
-        Ok(xs)
-    }
-
     /// The fully convolutional twin with the same numbers: the first dense layer
     /// (over `C2 x 5 x 5`) becomes a 5x5 convolution, later ones 1x1 convolutions.
     pub fn to_fcn(&self) -> Result<Fcn> {
@@ -251,9 +170,27 @@ impl Classifier {
 }
 
 impl Module for Classifier {
-    /// Inference logits: `(N, 3, 32, 32) -> (N, 2)`.
+    /// Logits of a batch of patches (the same in training and inference).
+    ///
+    /// # Shapes
+    /// `(N, 3, 32, 32) -> (N, 2)`
     fn forward(&self, xs: &Tensor) -> Result<Tensor> {
-        self.forward_t(xs, false)
+        match xs.dims() {
+            &[_, 3, h, w] if h == PATCH_SIZE && w == PATCH_SIZE => {}
+            dims => candle::bail!(
+                "the classifier takes (N, 3, {PATCH_SIZE}, {PATCH_SIZE}) patches, got shape {dims:?}; \
+                 use the FCN for larger images"
+            ),
+        }
+        // (N, 3, 32, 32) -> (N, C2, 5, 5) -> (N, C2*25), flattened in (C, H, W) order
+        let mut xs = self.trunk.forward(xs)?.flatten_from(1)?;
+        for (i, layer) in self.dense.iter().enumerate() {
+            xs = layer.forward(&xs)?;
+            if i + 1 < self.dense.len() {
+                xs = xs.elu(ELU_ALPHA)?;
+            }
+        }
+        Ok(xs)
     }
 }
 
@@ -277,45 +214,13 @@ impl Module for Fcn {
                 "the FCN takes (N, 3, H, W) images with H, W >= {PATCH_SIZE}, got shape {dims:?}"
             ),
         }
-        let mut xs = self.trunk.forward(xs, false)?;
+        let mut xs = self.trunk.forward(xs)?;
         for (i, conv) in self.head.iter().enumerate() {
-            xs = conv_forward(conv, &xs)?;
+            xs = conv.forward(&xs)?;
             if i + 1 < self.head.len() {
                 xs = xs.elu(ELU_ALPHA)?;
             }
         }
         Ok(xs)
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use candle::{DType, Device, Var};
-    use candle_nn::VarMap;
-    use common::init::seeded_var_builder;
-
-    /// im2col + matmul gives candle's convolution, forward and weight gradient.
-    #[test]
-    fn im2col_conv_matches_candle_conv() -> Result<()> {
-        let device = Device::Cpu;
-        let varmap = VarMap::new();
-        let vb = seeded_var_builder(&varmap, 4, DType::F32, &device);
-        let conv = conv2d(3, 4, KERNEL, ConvConfig::default(), vb)?;
-        let xs = Var::from_tensor(&Tensor::rand(-1f32, 1f32, (2, 3, 9, 11), &device)?)?;
-        let ours = conv_forward(&conv, &xs)?;
-        let theirs = conv.forward(&xs)?;
-        assert_eq!(ours.dims(), &[2, 4, 5, 7]);
-        let diff = (&ours - &theirs)?.abs()?.flatten_all()?.max(0)?;
-        assert!(diff.to_scalar::<f32>()? < 1e-5);
-        // d(sum(y^2))/d(weight) and d/d(input) agree too.
-        let g_ours = ours.sqr()?.sum_all()?.backward()?;
-        let g_theirs = theirs.sqr()?.sum_all()?.backward()?;
-        for t in [conv.weight(), xs.as_tensor()] {
-            let (a, b) = (g_ours.get(t).unwrap(), g_theirs.get(t).unwrap());
-            let diff = (a - b)?.abs()?.flatten_all()?.max(0)?.to_scalar::<f32>()?;
-            assert!(diff < 1e-4, "gradient differs by {diff}");
-        }
-        Ok(())
     }
 }

@@ -7,7 +7,7 @@
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use candle::{DType, Device, Tensor};
+use candle::{DType, Device, Module, Tensor};
 use candle_nn::VarMap;
 use common::data::loader::{Loader, LoaderConfig};
 use common::data::transforms::{hflip, Transform};
@@ -166,7 +166,7 @@ pub fn train_classifier(
                 .narrow(1, 0, 1)?
                 .narrow(2, 0, 1)?
                 .flatten_all()?;
-            let logits = classifier.forward_t(&batch.images, true)?;
+            let logits = classifier.forward(&batch.images)?;
             smoothed_cross_entropy(&logits, &labels, settings.label_smoothing)
         },
         |_| {
@@ -243,7 +243,7 @@ pub fn score_patches(
     let (mut correct, mut loss_sum) = (0usize, 0f64);
     for chunk in patches.chunks(EVAL_BATCH) {
         let (images, labels) = patch_batch(chunk, device)?;
-        let logits = classifier.forward_t(&images, false)?;
+        let logits = classifier.forward(&images)?;
         let loss = candle_nn::loss::cross_entropy(&logits, &labels)?.to_scalar::<f32>()?;
         loss_sum += f64::from(loss) * chunk.len() as f64;
         let predicted = logits.argmax(1)?.to_vec1::<u32>()?;

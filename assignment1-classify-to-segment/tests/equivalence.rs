@@ -155,5 +155,24 @@ fn bad_inputs_are_errors_that_say_why() -> Result<()> {
         err.contains("/nonexistent/flowers") && err.contains("Positive/"),
         "{err}"
     );
+
+    // A patch of the wrong size: the error names the file and both sizes.
+    let dir = tempfile::tempdir()?;
+    for sub in ["Positive", "Negative"] {
+        std::fs::create_dir(dir.path().join(sub))?;
+        save_image(
+            &dir.path().join(sub).join("a.png"),
+            &Array3::zeros((3, 32, 32)),
+        )?;
+    }
+    save_image(
+        &dir.path().join("Positive/b.png"),
+        &Array3::zeros((3, 31, 32)),
+    )?;
+    let err = load_patches(dir.path()).unwrap_err().to_string();
+    assert!(
+        err.contains("b.png") && err.contains("is 31x32, expected 32x32"),
+        "{err}"
+    );
     Ok(())
 }
