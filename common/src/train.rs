@@ -119,8 +119,7 @@ impl History {
     /// Reads a history written by [`History::save`].
     pub fn load(dir: &Path) -> crate::Result<Self> {
         let path = dir.join(HISTORY_JSON);
-        let text =
-            std::fs::read(&path).with_context(|| format!("cannot read history {path:?}"))?;
+        let text = std::fs::read(&path).with_context(|| format!("cannot read history {path:?}"))?;
         serde_json::from_slice(&text).with_context(|| format!("history {path:?} is not valid JSON"))
     }
 
@@ -128,7 +127,11 @@ impl History {
     pub fn plot(&self, path: &Path, title: &str) -> crate::Result<()> {
         let train = Curve {
             name: "train loss".into(),
-            points: self.epochs.iter().map(|e| (e.epoch as f64, e.train_loss)).collect(),
+            points: self
+                .epochs
+                .iter()
+                .map(|e| (e.epoch as f64, e.train_loss))
+                .collect(),
         };
         let val = Curve {
             name: "val loss".into(),
