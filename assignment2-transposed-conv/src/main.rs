@@ -86,9 +86,20 @@ impl Args {
     }
 }
 
-fn main() -> anyhow::Result<()> {
+fn main() -> std::process::ExitCode {
     let cfg = Args::parse().into_config();
-    let report = run(&cfg)?;
+    match run_and_print(&cfg) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("error: {err:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+/// Runs `cfg` and prints the table of figures.
+fn run_and_print(cfg: &RunConfig) -> anyhow::Result<()> {
+    let report = run(cfg)?;
     println!(
         "{:<11} {:>10} {:>10} {:>10} {:>10} {:>9} {:>10}",
         "model", "flower IoU", "pixel acc", "train acc", "parameters", "seconds", "roughness"

@@ -77,6 +77,17 @@ impl Default for RunConfig {
     }
 }
 
+impl RunConfig {
+    /// Checks the settings before any work: at least one variant, epochs and
+    /// batch size at least 1, a positive finite learning rate.
+    pub fn validate(&self) -> Result<()> {
+        if self.variants.is_empty() {
+            anyhow::bail!("no model variant to train");
+        }
+        TrainSettings::from(self).validate()
+    }
+}
+
 /// The figures of one variant, as written to `metrics.json`.
 #[derive(Debug, Clone, Serialize)]
 pub struct VariantReport {
@@ -142,6 +153,23 @@ pub struct TrainSettings {
     pub progress: bool,
 }
 
+impl TrainSettings {
+    /// Epochs and batch size at least 1, a positive finite learning rate.
+    pub fn validate(&self) -> Result<()> {
+        if self.epochs == 0 || self.batch_size == 0 {
+            anyhow::bail!(
+                "epochs ({}) and batch size ({}) must be at least 1",
+                self.epochs,
+                self.batch_size
+            );
+        }
+        if !(self.lr.is_finite() && self.lr > 0.0) {
+            anyhow::bail!("learning rate must be a positive number, got {}", self.lr);
+        }
+        Ok(())
+    }
+}
+
 impl From<&RunConfig> for TrainSettings {
     fn from(cfg: &RunConfig) -> Self {
         Self {
@@ -164,19 +192,7 @@ pub fn train_variant(
     out_dir: &Path,
     device: &Device,
 ) -> Result<TrainedVariant> {
-    if settings.epochs == 0 || settings.batch_size == 0 {
-        anyhow::bail!(
-            "epochs ({}) and batch size ({}) must be at least 1",
-            settings.epochs,
-            settings.batch_size
-        );
-    }
-    if !(settings.lr.is_finite() && settings.lr > 0.0) {
-        anyhow::bail!(
-            "learning rate must be a positive number, got {}",
-            settings.lr
-        );
-    }
+    settings.validate()?;
     let varmap = VarMap::new();
     let vb = seeded_var_builder(&varmap, settings.seed, DType::F32, device);
     let model = SegNet::new(variant, train.n_classes(), vb)?;
@@ -253,9 +269,7 @@ pub fn train_variant(
 /// `<variant>/{mask.png, overlay.png, panel.png, probability.png, loss.png,
 /// history.csv, history.json, checkpoint.safetensors}`.
 pub fn run(cfg: &RunConfig) -> Result<RunReport> {
-    if cfg.variants.is_empty() {
-        anyhow::bail!("no model variant to train");
-    }
+    cfg.validate()?;
     let device = open_device(cfg.device)?;
     let data = find_flower_data(cfg.data_dir.as_deref(), cfg.seed)?;
     let out = &cfg.out_dir;

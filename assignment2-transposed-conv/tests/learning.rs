@@ -166,3 +166,43 @@ fn bad_data_folders_are_named_in_the_error() -> Result<()> {
     );
     Ok(())
 }
+
+#[test]
+fn bad_settings_stop_the_run_before_any_work() {
+    let out = std::env::temp_dir().join("a2-never-written");
+    let bad = [
+        (
+            RunConfig {
+                epochs: 0,
+                ..RunConfig::default()
+            },
+            "epochs (0) and batch size (8) must be at least 1",
+        ),
+        (
+            RunConfig {
+                lr: -1.0,
+                ..RunConfig::default()
+            },
+            "learning rate must be a positive number, got -1",
+        ),
+        (
+            RunConfig {
+                variants: vec![],
+                ..RunConfig::default()
+            },
+            "no model variant to train",
+        ),
+    ];
+    for (cfg, message) in bad {
+        let cfg = RunConfig {
+            out_dir: out.clone(),
+            ..cfg
+        };
+        let err = run(&cfg).unwrap_err().to_string();
+        assert!(err.contains(message), "{err}");
+    }
+    assert!(
+        !out.exists(),
+        "nothing may be written for a bad configuration"
+    );
+}
