@@ -133,8 +133,8 @@ fn conv_transpose_is_multiplication_by_the_transposed_conv_matrix() -> Result<()
 
 #[test]
 fn a_wrong_transpose_is_caught() -> Result<()> {
-    // The check is not vacuous: with the kernel flipped (a plain conv's adjoint
-    // without the transpose bookkeeping) the result differs from M^T y.
+    // The comparison can fail: for a square M (stride 1, same padding) the
+    // transposed conv differs from M y, the matrix NOT transposed.
     let mut rng = StdRng::seed_from_u64(9);
     let device = Device::Cpu;
     let weight = Tensor::from_vec(random(9, &mut rng), (1, 1, 3, 3), &device)?;
@@ -147,7 +147,6 @@ fn a_wrong_transpose_is_caught() -> Result<()> {
         },
     )?;
     let (matrix, _) = dense_matrix(&conv, 1, 4, 4)?;
-    // M itself (not M^T) applied to y: equals a conv, not the transposed conv.
     let y = random(16, &mut rng);
     let transposed = ConvTranspose2d::new(
         weight,
