@@ -53,6 +53,15 @@ pub struct LoadedModel {
     pub run_config: serde_json::Value,
 }
 
+impl std::fmt::Debug for LoadedModel {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LoadedModel")
+            .field("model", &self.model)
+            .field("run_config", &self.run_config)
+            .finish_non_exhaustive()
+    }
+}
+
 /// Rebuilds the net from `checkpoint.safetensors`: its sizes from the saved run
 /// configuration (key `model`), its weights and BatchNorm statistics from the file.
 pub fn load_model(path: &Path, device: &Device) -> Result<LoadedModel> {
