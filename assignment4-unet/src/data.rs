@@ -222,8 +222,12 @@ impl Dataset for Repeated {
 
     fn get(&self, index: usize) -> Result<Sample> {
         let n = self.base.len();
-        if n == 0 {
-            bail!("repeated data set: the base set is empty");
+        if index >= self.len() {
+            bail!(
+                "sample {index} asked for, but the repeated set has {} ({n} x {})",
+                self.len(),
+                self.repeats
+            );
         }
         self.base.get(index % n)
     }
