@@ -147,12 +147,18 @@ impl ModuleT for BatchNorm2d {
                 xs.dims()
             );
         }
-        // (N, C, H, W) -> (C, N*H*W): statistics per channel.
-        let flat = xs.transpose(0, 1)?.reshape((c, m))?;
-        let mean = flat.mean(1)?; // (C)
-        let centred = flat.broadcast_sub(&mean.unsqueeze(1)?)?;
-        let var = centred.sqr()?.mean(1)?; // (C), biased
-        let ys = self.normalise(xs, &mean, &var)?;
+        let (ys, mean, var) = if crate::kernels::uses_fast_path(xs) {
+            // One fused CPU kernel: normalised output and (C) batch mean and biased variance.
+            crate::kernels::batch_norm_train(xs, &self.weight, &self.bias, self.config.eps)?
+        } else {
+            // (N, C, H, W) -> (C, N*H*W): statistics per channel.
+            let flat = xs.transpose(0, 1)?.reshape((c, m))?;
+            let mean = flat.mean(1)?; // (C)
+            let centred = flat.broadcast_sub(&mean.unsqueeze(1)?)?;
+            let var = centred.sqr()?.mean(1)?; // (C), biased
+            let ys = self.normalise(xs, &mean, &var)?;
+            (ys, mean, var)
+        };
 
         // Running statistics: unbiased variance, no gradient, updated in place.
         let momentum = self.config.momentum;

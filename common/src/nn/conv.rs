@@ -106,12 +106,7 @@ impl Module for Conv2d {
     /// # Shapes
     /// `(N, C_in, H, W) -> (N, C_out, H', W')`, `H' = floor((H + 2p - d(k-1) - 1) / s) + 1`
     fn forward(&self, xs: &Tensor) -> Result<Tensor> {
-        let ys = ops::conv2d(xs, &self.weight, &self.config)?;
-        match &self.bias {
-            // (C_out) -> (1, C_out, 1, 1)
-            Some(b) => ys.broadcast_add(&b.reshape((1, (), 1, 1))?),
-            None => Ok(ys),
-        }
+        ops::conv2d_bias(xs, &self.weight, self.bias.as_ref(), &self.config)
     }
 }
 

@@ -1,7 +1,9 @@
-//! The one place every convolution forward goes through, so a faster CPU kernel
-//! can be swapped in later without touching the layers.
+//! The one place every convolution forward goes through: the fast CPU kernels of
+//! [`crate::kernels`] on the CPU (f32/f64, groups 1), candle's ops elsewhere or when
+//! `SEGKIT_CANDLE_OPS=1` forces them.
 
 use super::conv::{ConvConfig, ConvTransposeConfig};
+use crate::kernels::{self, Conv2dParams, ConvTranspose2dParams};
 use candle::{bail, Result, Tensor};
 
 /// Output size of a convolution along one axis:
@@ -28,26 +30,10 @@ pub fn conv_transpose_out_size(input: usize, k: usize, p: &ConvTransposeConfig) 
 /// `xs (N, C_in, H, W)`, `weight (C_out, C_in / groups, k, k)` -> `(N, C_out, H', W')`
 /// with `H' = floor((H + 2p - d(k-1) - 1) / s) + 1`.
 pub fn conv2d(xs: &Tensor, weight: &Tensor, p: &ConvConfig) -> Result<Tensor> {
-    let (_, c_in, h, w) = xs.dims4()?;
-    let (_, c_in_k, kh, kw) = weight.dims4()?;
-    if p.groups == 0 || c_in != c_in_k * p.groups {
-        bail!(
-            "conv2d: input has {c_in} channels but the weight {:?} with groups {} expects {}",
-            weight.dims(),
-            p.groups,
-            c_in_k * p.groups
-        );
-    }
-    if p.stride == 0 || p.dilation == 0 {
-        bail!("conv2d: stride and dilation must be at least 1, got {p:?}");
-    }
-    if conv_out_size(h, kh, p).is_none() || conv_out_size(w, kw, p).is_none() {
-        bail!(
-            "conv2d: input {h}x{w} is too small for a {kh}x{kw} kernel with padding {}, dilation {}, stride {}",
-            p.padding,
-            p.dilation,
-            p.stride
-        );
+    let (_, c_in, h, w) = conv_checks(xs, weight, p)?;
+    let (_, _, kh, kw) = weight.dims4()?;
+    if p.groups == 1 && kernels::uses_fast_path(xs) {
+        return kernels::conv2d(xs, weight, &conv_params(p));
     }
     if p.groups > 1 {
         // candle's conv2d backward ignores `groups` (it hard-codes 1): run one
@@ -128,5 +114,76 @@ pub fn conv_transpose2d(xs: &Tensor, weight: &Tensor, p: &ConvTransposeConfig) -
     if conv_transpose_out_size(h, kh, p).is_none() || conv_transpose_out_size(w, kw, p).is_none() {
         bail!("conv_transpose2d: padding {} leaves no output for a {h}x{w} input and {kh}x{kw} kernel", p.padding);
     }
+    if kernels::uses_fast_path(xs) {
+        let params = ConvTranspose2dParams {
+            stride: p.stride,
+            padding: p.padding,
+            output_padding: p.output_padding,
+            dilation: p.dilation,
+        };
+        return kernels::conv_transpose2d(xs, weight, &params);
+    }
     xs.conv_transpose2d(weight, p.padding, p.output_padding, p.stride, p.dilation)
+}
+
+/// [`conv2d`] plus an optional per-channel bias; on the fast path the bias add and
+/// its gradient are fused into the convolution kernel.
+///
+/// # Shapes
+/// `xs (N, C_in, H, W)`, `weight (C_out, C_in / groups, k, k)`, `bias (C_out)` -> `(N, C_out, H', W')`.
+pub fn conv2d_bias(
+    xs: &Tensor,
+    weight: &Tensor,
+    bias: Option<&Tensor>,
+    p: &ConvConfig,
+) -> Result<Tensor> {
+    match bias {
+        Some(bias) if p.groups == 1 && kernels::uses_fast_path(xs) => {
+            // Validates exactly as the unfused path does, then runs the fused kernel.
+            conv_checks(xs, weight, p)?;
+            kernels::conv2d_bias(xs, weight, Some(bias), &conv_params(p))
+        }
+        // (C_out) -> (1, C_out, 1, 1)
+        Some(bias) => conv2d(xs, weight, p)?.broadcast_add(&bias.reshape((1, (), 1, 1))?),
+        None => conv2d(xs, weight, p),
+    }
+}
+
+fn conv_params(p: &ConvConfig) -> Conv2dParams {
+    Conv2dParams {
+        stride: p.stride,
+        padding: p.padding,
+        dilation: p.dilation,
+    }
+}
+
+/// The argument checks every convolution makes, with messages that name the sizes;
+/// returns the input's `(N, C_in, H, W)`.
+fn conv_checks(
+    xs: &Tensor,
+    weight: &Tensor,
+    p: &ConvConfig,
+) -> Result<(usize, usize, usize, usize)> {
+    let (n, c_in, h, w) = xs.dims4()?;
+    let (_, c_in_k, kh, kw) = weight.dims4()?;
+    if p.groups == 0 || c_in != c_in_k * p.groups {
+        bail!(
+            "conv2d: input has {c_in} channels but the weight {:?} with groups {} expects {}",
+            weight.dims(),
+            p.groups,
+            c_in_k * p.groups
+        );
+    }
+    if p.stride == 0 || p.dilation == 0 {
+        bail!("conv2d: stride and dilation must be at least 1, got {p:?}");
+    }
+    if conv_out_size(h, kh, p).is_none() || conv_out_size(w, kw, p).is_none() {
+        bail!(
+            "conv2d: input {h}x{w} is too small for a {kh}x{kw} kernel with padding {}, dilation {}, stride {}",
+            p.padding,
+            p.dilation,
+            p.stride
+        );
+    }
+    Ok((n, c_in, h, w))
 }

@@ -31,6 +31,10 @@ pub fn max_pool2d(xs: &Tensor, k: usize) -> Result<Tensor> {
     if ho == 0 || wo == 0 {
         bail!("max_pool2d: input {h}x{w} is smaller than the {k}x{k} window");
     }
+    if crate::kernels::uses_fast_path(xs) {
+        // The CPU kernel saves the argmax; same semantics (first maximum, floor).
+        return crate::kernels::max_pool2d(xs, k);
+    }
     // Drop the rows/columns that do not fill a window (floor, like PyTorch).
     let xs = xs.narrow(2, 0, ho * k)?.narrow(3, 0, wo * k)?;
     // (N, C, Ho*k, Wo*k) -> (N, C, Ho, k, Wo, k) -> (N, C, Ho, Wo, k, k) -> (N, C, Ho, Wo, k*k)

@@ -1,0 +1,165 @@
+"""PyTorch CPU twin of `cargo bench -p common --bench kernels`: the same four cases.
+
+Cases: a 64->64 3x3 conv (padding 1) on 4x64x128x128, forward and forward+backward
+(input and weight gradients); a mini U-Net training step (32/64/128 channels, two 2x2
+max-pool downs, two 2x2 stride-2 transposed-conv ups with skips, BatchNorm, ReLU, pixel
+cross-entropy, AdamW) on 4x3x128x128; the VGG11 conv stack forward on 1x3x224x224 with
+random weights. Prints median ms per call (after one warm-up), GFLOP/s of the
+convolutions only (backward counted as twice the forward) and the peak resident memory
+of a process that runs that case alone (ru_maxrss), with torch.set_num_threads = cores.
+
+    python3 bench/pytorch_bench.py [--runs 5] [--case conv-fwd]
+"""
+
+import argparse
+import os
+import resource
+import statistics
+import subprocess
+import sys
+import time
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+CASES = ["conv-fwd", "conv-fwd-bwd", "unet-train-step", "vgg11-fwd"]
+
+
+def conv_flops(conv, n, h, w):
+    """Forward FLOPs of a conv (or transposed conv) applied at input size h x w."""
+    return 2.0 * n * conv.weight.numel() * h * w
+
+
+class DoubleConv(nn.Sequential):
+    """(conv 3x3 => BN => ReLU) * 2, as milesial/Pytorch-UNet."""
+
+    def __init__(self, c_in, c_out):
+        super().__init__(
+            nn.Conv2d(c_in, c_out, 3, padding=1, bias=False),
+            nn.BatchNorm2d(c_out),
+            nn.ReLU(inplace=True),
+            nn.Conv2d(c_out, c_out, 3, padding=1, bias=False),
+            nn.BatchNorm2d(c_out),
+            nn.ReLU(inplace=True),
+        )
+
+    def flops(self, n, h, w):
+        return conv_flops(self[0], n, h, w) + conv_flops(self[3], n, h, w)
+
+
+class MiniUnet(nn.Module):
+    def __init__(self, n_classes):
+        super().__init__()
+        self.enc1, self.enc2, self.mid = DoubleConv(3, 32), DoubleConv(32, 64), DoubleConv(64, 128)
+        self.up1 = nn.ConvTranspose2d(128, 64, 2, stride=2, bias=False)
+        self.dec1 = DoubleConv(128, 64)
+        self.up2 = nn.ConvTranspose2d(64, 32, 2, stride=2, bias=False)
+        self.dec2 = DoubleConv(64, 32)
+        self.out = nn.Conv2d(32, n_classes, 1)
+
+    def forward(self, x):
+        x1 = self.enc1(x)
+        x2 = self.enc2(F.max_pool2d(x1, 2))
+        x3 = self.mid(F.max_pool2d(x2, 2))
+        d1 = self.dec1(torch.cat([x2, self.up1(x3)], 1))
+        d2 = self.dec2(torch.cat([x1, self.up2(d1)], 1))
+        return self.out(d2)
+
+    def flops(self, n, h, w):
+        return (
+            self.enc1.flops(n, h, w)
+            + self.enc2.flops(n, h // 2, w // 2)
+            + self.mid.flops(n, h // 4, w // 4)
+            + conv_flops(self.up1, n, h // 4, w // 4)
+            + self.dec1.flops(n, h // 2, w // 2)
+            + conv_flops(self.up2, n, h // 2, w // 2)
+            + self.dec2.flops(n, h, w)
+            + conv_flops(self.out, n, h, w)
+        )
+
+
+def make_case(name):
+    """Returns (callable doing one call, FLOPs of one call)."""
+    if name in ("conv-fwd", "conv-fwd-bwd"):
+        x = torch.randn(4, 64, 128, 128, requires_grad=True)
+        conv = nn.Conv2d(64, 64, 3, padding=1, bias=False)
+        flops = conv_flops(conv, 4, 128, 128)
+        if name == "conv-fwd":
+
+            def run():
+                with torch.no_grad():
+                    conv(x)
+
+            return run, flops
+
+        def run():
+            x.grad, conv.weight.grad = None, None
+            conv(x).sum().backward()
+
+        return run, 3 * flops
+    if name == "unet-train-step":
+        n, h, w, k = 4, 128, 128, 4
+        model = MiniUnet(k)
+        images, targets = torch.randn(n, 3, h, w), torch.randint(0, k, (n, h, w))
+        optim = torch.optim.AdamW(model.parameters(), lr=1e-3, weight_decay=1e-2)
+
+        def run():
+            optim.zero_grad(set_to_none=True)
+            loss = F.cross_entropy(model(images), targets)
+            loss.backward()
+            optim.step()
+
+        return run, 3 * model.flops(n, h, w)
+    if name == "vgg11-fwd":
+        cfg = [64, "M", 128, "M", 256, 256, "M", 512, 512, "M", 512, 512, "M"]
+        layers, c_in, size, flops = [], 3, 224, 0.0
+        for c in cfg:
+            if c == "M":
+                layers.append(nn.MaxPool2d(2))
+                size //= 2
+            else:
+                conv = nn.Conv2d(c_in, c, 3, padding=1)
+                flops += conv_flops(conv, 1, size, size)
+                layers += [conv, nn.ReLU(inplace=True)]
+                c_in = c
+        features = nn.Sequential(*layers)
+        x = torch.randn(1, 3, 224, 224)
+
+        def run():
+            with torch.no_grad():
+                out = features(x)
+            assert out.shape == (1, 512, 7, 7)
+
+        return run, flops
+    raise SystemExit(f"unknown case {name!r}; cases: {CASES}")
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--runs", type=int, default=5)
+    parser.add_argument("--case", choices=CASES)
+    args = parser.parse_args()
+    threads = os.cpu_count() or 1
+    torch.set_num_threads(threads)
+    torch.manual_seed(0)
+    if not args.case:
+        print(f"PyTorch {torch.__version__}, {threads} threads, median of {args.runs} runs after 1 warm-up")
+        print(f"{'case':<16} {'torch ms':>10} {'GFLOP/s':>9} {'peak MiB':>9}", flush=True)
+        # One process per case, so each peak memory figure belongs to that case alone.
+        for name in CASES:
+            subprocess.run([sys.executable, __file__, "--case", name, "--runs", str(args.runs)], check=True)
+        return
+    run, flops = make_case(args.case)
+    run()  # warm-up
+    times = []
+    for _ in range(max(args.runs, 1)):
+        start = time.perf_counter()
+        run()
+        times.append((time.perf_counter() - start) * 1e3)
+    ms = statistics.median(times)
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
+    print(f"{args.case:<16} {ms:>10.1f} {flops / ms / 1e6:>9.1f} {peak:>9.0f}", flush=True)
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,798 @@
+//! im2col + gemm convolution kernels for the CPU, wrapped as candle custom ops.
+//!
+//! One geometry ([`ConvGeom`]) describes a convolution from the forward conv's point of
+//! view: `x (N, C_in, H, W) * w (C_out, C_in, KH, KW) -> y (N, C_out, OH, OW)`. Three
+//! kernels cover everything, each a candle custom op whose backward is built from the
+//! other two (so the gradients are themselves differentiable):
+//!
+//! - [`ConvFwd`]       `(x, w) -> y`: im2col of a tile of output rows, then `W @ col`;
+//! - [`ConvBwdInput`]  `(gy, w) -> dx`: `W^T @ gy` tile by tile, then col2im (this is also
+//!   the transposed convolution);
+//! - [`ConvBwdWeight`] `(x, gy) -> dw`: `sum_n gy_n @ col(x_n)^T`.
+//!
+//! The im2col buffer covers a tile of output rows of one image and holds at most
+//! [`TILE_ELEMS`] elements (or one output row), so memory stays bounded for big inputs.
+//! 1x1 stride-1 unpadded convolutions use the input directly, without im2col. Work is
+//! spread over the batch with rayon when the batch divides evenly over the threads,
+//! otherwise over gemm's own rayon parallelism.
+
+use candle::backend::BackendStorage;
+use candle::{CpuStorage, CustomOp2, Layout, Shape, Tensor, WithDType};
+use gemm::Parallelism;
+use rayon::prelude::*;
+
+/// Upper bound on the elements of one im2col tile buffer (4 MiB of f32).
+pub(crate) const TILE_ELEMS: usize = 1 << 20;
+
+/// Geometry of one convolution, seen from the forward conv
+/// `x (n, c_in, h, w) * w (c_out, c_in, kh, kw) -> y (n, c_out, oh, ow)`.
+///
+/// `oh`/`ow` are explicit (not derived) so a transposed convolution with output padding,
+/// whose "input" is larger than the conv would need, uses the same kernels.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct ConvGeom {
+    pub n: usize,
+    pub c_in: usize,
+    pub h: usize,
+    pub w: usize,
+    pub c_out: usize,
+    pub kh: usize,
+    pub kw: usize,
+    pub oh: usize,
+    pub ow: usize,
+    pub stride: usize,
+    pub padding: usize,
+    pub dilation: usize,
+}
+
+impl ConvGeom {
+    /// Rows of the im2col matrix: `c_in * kh * kw`.
+    fn k(&self) -> usize {
+        self.c_in * self.kh * self.kw
+    }
+    fn x_image(&self) -> usize {
+        self.c_in * self.h * self.w
+    }
+    fn y_image(&self) -> usize {
+        self.c_out * self.oh * self.ow
+    }
+    fn x_shape(&self) -> Shape {
+        Shape::from((self.n, self.c_in, self.h, self.w))
+    }
+    fn y_shape(&self) -> Shape {
+        Shape::from((self.n, self.c_out, self.oh, self.ow))
+    }
+    fn w_shape(&self) -> Shape {
+        Shape::from((self.c_out, self.c_in, self.kh, self.kw))
+    }
+    /// A 1x1 stride-1 unpadded conv: the input image already is its im2col matrix.
+    fn is_pointwise(&self) -> bool {
+        self.kh == 1
+            && self.kw == 1
+            && self.stride == 1
+            && self.padding == 0
+            && self.oh == self.h
+            && self.ow == self.w
+    }
+    /// Output rows per im2col tile: as many as fit in [`TILE_ELEMS`], at least one.
+    fn rows_per_tile(&self) -> usize {
+        (TILE_ELEMS / (self.k() * self.ow).max(1)).clamp(1, self.oh.max(1))
+    }
+    /// Parallelise over the batch (and run gemm single-threaded) when the images divide
+    /// evenly over the threads or are many; otherwise let gemm use the threads.
+    fn batch_parallel(&self) -> bool {
+        let threads = rayon::current_num_threads();
+        threads > 1 && (self.n % threads == 0 || self.n >= 4 * threads)
+    }
+}
+
+/// Output positions `o` in `0..out` whose input `o * stride + offset - padding` lies in
+/// `0..size`, as a half-open range.
+fn valid_range(
+    out: usize,
+    size: usize,
+    offset: usize,
+    padding: usize,
+    stride: usize,
+) -> (usize, usize) {
+    let lo = if padding > offset {
+        (padding - offset).div_ceil(stride)
+    } else {
+        0
+    };
+    let limit = size + padding;
+    let hi = if limit > offset {
+        (limit - offset).div_ceil(stride)
+    } else {
+        0
+    };
+    let hi = hi.min(out);
+    (lo.min(hi), hi)
+}
+
+/// Copies the receptive fields of output rows `oh0..oh1` of one image `x (c_in, h, w)`
+/// into `col (c_in*kh*kw, (oh1-oh0)*ow)`, zeros where the window hangs over the padding.
+fn im2col_tile<T: WithDType>(x: &[T], g: &ConvGeom, oh0: usize, oh1: usize, col: &mut [T]) {
+    let lt = (oh1 - oh0) * g.ow;
+    let (s, d, p) = (g.stride, g.dilation, g.padding);
+    let zero = T::from_f64(0.0);
+    for ci in 0..g.c_in {
+        let plane = &x[ci * g.h * g.w..(ci + 1) * g.h * g.w];
+        for ki in 0..g.kh {
+            let (oh_lo, oh_hi) = valid_range(g.oh, g.h, ki * d, p, s);
+            for kj in 0..g.kw {
+                let r = (ci * g.kh + ki) * g.kw + kj;
+                let row = &mut col[r * lt..(r + 1) * lt];
+                let (ow_lo, ow_hi) = valid_range(g.ow, g.w, kj * d, p, s);
+                for oh in oh0..oh1 {
+                    let dst = &mut row[(oh - oh0) * g.ow..(oh - oh0 + 1) * g.ow];
+                    if oh < oh_lo || oh >= oh_hi || ow_lo == ow_hi {
+                        dst.fill(zero);
+                        continue;
+                    }
+                    let ih = oh * s + ki * d - p;
+                    let src = &plane[ih * g.w..(ih + 1) * g.w];
+                    dst[..ow_lo].fill(zero);
+                    dst[ow_hi..].fill(zero);
+                    let iw0 = ow_lo * s + kj * d - p;
+                    let dst = &mut dst[ow_lo..ow_hi];
+                    if s == 1 {
+                        dst.copy_from_slice(&src[iw0..iw0 + dst.len()]);
+                    } else {
+                        for (o, v) in dst.iter_mut().enumerate() {
+                            *v = src[iw0 + o * s];
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// The adjoint of [`im2col_tile`]: adds `col (c_in*kh*kw, (oh1-oh0)*ow)` back into the
+/// image `dx (c_in, h, w)` at the positions it was read from.
+fn col2im_tile<T: WithDType>(col: &[T], g: &ConvGeom, oh0: usize, oh1: usize, dx: &mut [T]) {
+    let lt = (oh1 - oh0) * g.ow;
+    let (s, d, p) = (g.stride, g.dilation, g.padding);
+    for ci in 0..g.c_in {
+        let plane = &mut dx[ci * g.h * g.w..(ci + 1) * g.h * g.w];
+        for ki in 0..g.kh {
+            let (oh_lo, oh_hi) = valid_range(g.oh, g.h, ki * d, p, s);
+            for kj in 0..g.kw {
+                let r = (ci * g.kh + ki) * g.kw + kj;
+                let row = &col[r * lt..(r + 1) * lt];
+                let (ow_lo, ow_hi) = valid_range(g.ow, g.w, kj * d, p, s);
+                if ow_lo == ow_hi {
+                    continue;
+                }
+                for oh in oh0.max(oh_lo)..oh1.min(oh_hi) {
+                    let src = &row[(oh - oh0) * g.ow + ow_lo..(oh - oh0) * g.ow + ow_hi];
+                    let ih = oh * s + ki * d - p;
+                    let iw0 = ow_lo * s + kj * d - p;
+                    let dst = &mut plane[ih * g.w..(ih + 1) * g.w];
+                    if s == 1 {
+                        for (a, &b) in dst[iw0..iw0 + src.len()].iter_mut().zip(src) {
+                            *a += b;
+                        }
+                    } else {
+                        for (o, &b) in src.iter().enumerate() {
+                            dst[iw0 + o * s] += b;
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// A strided view of a matrix inside a slice: element `(i, j)` is `data[i * rs + j * cs]`.
+struct Mat<'a, T> {
+    data: &'a [T],
+    rs: usize,
+    cs: usize,
+}
+
+/// `dst (m, n) = [dst +] lhs (m, k) @ rhs (k, n)` with gemm; `dst` is row-major with row
+/// stride `dst_rs`. Checks that every strided access stays inside its slice.
+fn matmul<T: WithDType>(
+    (m, n, k): (usize, usize, usize),
+    dst: &mut [T],
+    dst_rs: usize,
+    accumulate: bool,
+    lhs: Mat<'_, T>,
+    rhs: Mat<'_, T>,
+    parallelism: Parallelism,
+) -> candle::Result<()> {
+    if m == 0 || n == 0 {
+        return Ok(());
+    }
+    if k == 0 {
+        if !accumulate {
+            for i in 0..m {
+                dst[i * dst_rs..i * dst_rs + n].fill(T::from_f64(0.0));
+            }
+        }
+        return Ok(());
+    }
+    let last = |rows: usize, cols: usize, rs: usize, cs: usize| (rows - 1) * rs + (cols - 1) * cs;
+    if last(m, n, dst_rs, 1) >= dst.len()
+        || last(m, k, lhs.rs, lhs.cs) >= lhs.data.len()
+        || last(k, n, rhs.rs, rhs.cs) >= rhs.data.len()
+    {
+        candle::bail!("kernels: internal gemm bounds check failed for ({m}, {k}) @ ({k}, {n})")
+    }
+    // SAFETY: the bounds were checked above; T is f32 or f64 (the only types the ops
+    // dispatch to), which gemm supports; dst does not alias lhs or rhs (&mut vs &).
+    unsafe {
+        gemm::gemm(
+            m,
+            n,
+            k,
+            dst.as_mut_ptr(),
+            1,
+            dst_rs as isize,
+            accumulate,
+            lhs.data.as_ptr(),
+            lhs.cs as isize,
+            lhs.rs as isize,
+            rhs.data.as_ptr(),
+            rhs.cs as isize,
+            rhs.rs as isize,
+            T::from_f64(1.0),
+            T::from_f64(1.0),
+            false,
+            false,
+            false,
+            parallelism,
+        )
+    }
+    Ok(())
+}
+
+fn gemm_threads() -> Parallelism {
+    match rayon::current_num_threads() {
+        0 | 1 => Parallelism::None,
+        t => Parallelism::Rayon(t),
+    }
+}
+
+/// Forward conv of one image: `y_i (c_out, oh*ow) = W (c_out, K) @ col(x_i) (K, oh*ow)`.
+fn fwd_image<T: WithDType>(
+    x: &[T],
+    w: &[T],
+    g: &ConvGeom,
+    y: &mut [T],
+    col: &mut Vec<T>,
+    par: Parallelism,
+) -> candle::Result<()> {
+    let (k, l) = (g.k(), g.oh * g.ow);
+    let w_mat = || Mat {
+        data: w,
+        rs: k,
+        cs: 1,
+    };
+    if g.is_pointwise() {
+        let rhs = Mat {
+            data: x,
+            rs: l,
+            cs: 1,
+        };
+        return matmul((g.c_out, l, k), y, l, false, w_mat(), rhs, par);
+    }
+    let rows = g.rows_per_tile();
+    col.resize(k * rows * g.ow, T::from_f64(0.0));
+    for oh0 in (0..g.oh).step_by(rows) {
+        let oh1 = (oh0 + rows).min(g.oh);
+        let lt = (oh1 - oh0) * g.ow;
+        im2col_tile(x, g, oh0, oh1, col);
+        let rhs = Mat {
+            data: &col[..k * lt],
+            rs: lt,
+            cs: 1,
+        };
+        matmul(
+            (g.c_out, lt, k),
+            &mut y[oh0 * g.ow..],
+            l,
+            false,
+            w_mat(),
+            rhs,
+            par,
+        )?;
+    }
+    Ok(())
+}
+
+/// Input gradient of one image: `dx_i = col2im(W^T (K, c_out) @ gy_i (c_out, oh*ow))`.
+fn bwd_input_image<T: WithDType>(
+    gy: &[T],
+    w: &[T],
+    g: &ConvGeom,
+    dx: &mut [T],
+    col: &mut Vec<T>,
+    par: Parallelism,
+) -> candle::Result<()> {
+    let (k, l) = (g.k(), g.oh * g.ow);
+    // W^T: element (r, co) of the transpose sits at co * K + r.
+    let wt = || Mat {
+        data: w,
+        rs: 1,
+        cs: k,
+    };
+    if g.is_pointwise() {
+        let rhs = Mat {
+            data: gy,
+            rs: l,
+            cs: 1,
+        };
+        return matmul((k, l, g.c_out), dx, l, false, wt(), rhs, par);
+    }
+    dx.fill(T::from_f64(0.0));
+    let rows = g.rows_per_tile();
+    col.resize(k * rows * g.ow, T::from_f64(0.0));
+    for oh0 in (0..g.oh).step_by(rows) {
+        let oh1 = (oh0 + rows).min(g.oh);
+        let lt = (oh1 - oh0) * g.ow;
+        let rhs = Mat {
+            data: &gy[oh0 * g.ow..],
+            rs: l,
+            cs: 1,
+        };
+        matmul(
+            (k, lt, g.c_out),
+            &mut col[..k * lt],
+            lt,
+            false,
+            wt(),
+            rhs,
+            par,
+        )?;
+        col2im_tile(&col[..k * lt], g, oh0, oh1, dx);
+    }
+    Ok(())
+}
+
+/// Weight gradient of one image, added into `dw (c_out, K) += gy_i (c_out, oh*ow) @ col(x_i)^T`.
+fn bwd_weight_image<T: WithDType>(
+    x: &[T],
+    gy: &[T],
+    g: &ConvGeom,
+    dw: &mut [T],
+    col: &mut Vec<T>,
+    par: Parallelism,
+) -> candle::Result<()> {
+    let (k, l) = (g.k(), g.oh * g.ow);
+    if g.is_pointwise() {
+        let lhs = Mat {
+            data: gy,
+            rs: l,
+            cs: 1,
+        };
+        // x_i^T: element (p, c) sits at c * l + p.
+        let rhs = Mat {
+            data: x,
+            rs: 1,
+            cs: l,
+        };
+        return matmul((g.c_out, k, l), dw, k, true, lhs, rhs, par);
+    }
+    let rows = g.rows_per_tile();
+    col.resize(k * rows * g.ow, T::from_f64(0.0));
+    for oh0 in (0..g.oh).step_by(rows) {
+        let oh1 = (oh0 + rows).min(g.oh);
+        let lt = (oh1 - oh0) * g.ow;
+        im2col_tile(x, g, oh0, oh1, col);
+        let lhs = Mat {
+            data: &gy[oh0 * g.ow..],
+            rs: l,
+            cs: 1,
+        };
+        let rhs = Mat {
+            data: &col[..k * lt],
+            rs: 1,
+            cs: lt,
+        };
+        matmul((g.c_out, k, lt), dw, k, true, lhs, rhs, par)?;
+    }
+    Ok(())
+}
+
+/// `y (n, c_out, oh, ow)` of the forward conv.
+pub(crate) fn conv_fwd<T: WithDType>(x: &[T], w: &[T], g: &ConvGeom) -> candle::Result<Vec<T>> {
+    let mut y = vec![T::from_f64(0.0); g.n * g.y_image()];
+    if g.n == 0 || g.y_image() == 0 {
+        return Ok(y);
+    }
+    if g.batch_parallel() {
+        y.par_chunks_mut(g.y_image())
+            .zip(x.par_chunks(g.x_image().max(1)))
+            .try_for_each_init(Vec::new, |col, (yi, xi)| {
+                fwd_image(xi, w, g, yi, col, Parallelism::None)
+            })?;
+    } else {
+        let mut col = Vec::new();
+        for (yi, xi) in y.chunks_mut(g.y_image()).zip(x.chunks(g.x_image().max(1))) {
+            fwd_image(xi, w, g, yi, &mut col, gemm_threads())?;
+        }
+    }
+    Ok(y)
+}
+
+/// `dx (n, c_in, h, w)` from `gy (n, c_out, oh, ow)`: the transposed convolution.
+pub(crate) fn conv_bwd_input<T: WithDType>(
+    gy: &[T],
+    w: &[T],
+    g: &ConvGeom,
+) -> candle::Result<Vec<T>> {
+    let mut dx = vec![T::from_f64(0.0); g.n * g.x_image()];
+    if g.n == 0 || g.x_image() == 0 || g.y_image() == 0 {
+        return Ok(dx);
+    }
+    if g.batch_parallel() {
+        dx.par_chunks_mut(g.x_image())
+            .zip(gy.par_chunks(g.y_image()))
+            .try_for_each_init(Vec::new, |col, (dxi, gyi)| {
+                bwd_input_image(gyi, w, g, dxi, col, Parallelism::None)
+            })?;
+    } else {
+        let mut col = Vec::new();
+        for (dxi, gyi) in dx.chunks_mut(g.x_image()).zip(gy.chunks(g.y_image())) {
+            bwd_input_image(gyi, w, g, dxi, &mut col, gemm_threads())?;
+        }
+    }
+    Ok(dx)
+}
+
+/// `dw (c_out, c_in, kh, kw)` from `x (n, c_in, h, w)` and `gy (n, c_out, oh, ow)`.
+pub(crate) fn conv_bwd_weight<T: WithDType>(
+    x: &[T],
+    gy: &[T],
+    g: &ConvGeom,
+) -> candle::Result<Vec<T>> {
+    let w_len = g.c_out * g.k();
+    let zero = T::from_f64(0.0);
+    if g.n == 0 || g.y_image() == 0 || g.x_image() == 0 {
+        return Ok(vec![zero; w_len]);
+    }
+    if g.batch_parallel() {
+        let per_thread = x
+            .par_chunks(g.x_image())
+            .zip(gy.par_chunks(g.y_image()))
+            .try_fold(
+                || (vec![zero; w_len], Vec::new()),
+                |(mut dw, mut col), (xi, gyi)| {
+                    bwd_weight_image(xi, gyi, g, &mut dw, &mut col, Parallelism::None)?;
+                    Ok::<_, candle::Error>((dw, col))
+                },
+            )
+            .map(|r| r.map(|(dw, _)| dw))
+            .collect::<candle::Result<Vec<Vec<T>>>>()?;
+        let mut parts = per_thread.into_iter();
+        let mut dw = parts.next().unwrap_or_else(|| vec![zero; w_len]);
+        for part in parts {
+            for (a, b) in dw.iter_mut().zip(part) {
+                *a += b;
+            }
+        }
+        Ok(dw)
+    } else {
+        let mut dw = vec![zero; w_len];
+        let mut col = Vec::new();
+        for (xi, gyi) in x.chunks(g.x_image()).zip(gy.chunks(g.y_image())) {
+            bwd_weight_image(xi, gyi, g, &mut dw, &mut col, gemm_threads())?;
+        }
+        Ok(dw)
+    }
+}
+
+/// The contiguous slice of a storage, or an error naming the op and the operand.
+fn slice<'a, T: WithDType>(
+    s: &'a CpuStorage,
+    l: &Layout,
+    expected: &Shape,
+    op: &str,
+    what: &str,
+) -> candle::Result<&'a [T]> {
+    if l.shape() != expected {
+        candle::bail!(
+            "{op}: {what} has shape {:?}, expected {expected:?}",
+            l.shape()
+        )
+    }
+    let data = T::cpu_storage_as_slice(s)?;
+    match l.contiguous_offsets() {
+        Some((start, end)) => Ok(&data[start..end]),
+        None => candle::bail!("{op}: {what} must be contiguous"),
+    }
+}
+
+/// Runs a kernel on two CPU storages of the same float dtype (f32 or f64).
+fn run2(
+    op: &str,
+    (s1, l1, shape1): (&CpuStorage, &Layout, Shape),
+    (s2, l2, shape2): (&CpuStorage, &Layout, Shape),
+    f32_kernel: impl Fn(&[f32], &[f32]) -> candle::Result<Vec<f32>>,
+    f64_kernel: impl Fn(&[f64], &[f64]) -> candle::Result<Vec<f64>>,
+) -> candle::Result<CpuStorage> {
+    match (s1, s2) {
+        (CpuStorage::F32(_), CpuStorage::F32(_)) => {
+            let a = slice::<f32>(s1, l1, &shape1, op, "first operand")?;
+            let b = slice::<f32>(s2, l2, &shape2, op, "second operand")?;
+            Ok(CpuStorage::F32(f32_kernel(a, b)?))
+        }
+        (CpuStorage::F64(_), CpuStorage::F64(_)) => {
+            let a = slice::<f64>(s1, l1, &shape1, op, "first operand")?;
+            let b = slice::<f64>(s2, l2, &shape2, op, "second operand")?;
+            Ok(CpuStorage::F64(f64_kernel(a, b)?))
+        }
+        _ => candle::bail!(
+            "{op}: needs two f32 or two f64 tensors, got {:?} and {:?}",
+            s1.dtype(),
+            s2.dtype()
+        ),
+    }
+}
+
+/// Forward convolution `(x, w) -> y` as a custom op.
+pub(crate) struct ConvFwd(pub ConvGeom);
+/// Input gradient / transposed convolution `(gy, w) -> dx` as a custom op.
+pub(crate) struct ConvBwdInput(pub ConvGeom);
+/// Weight gradient `(x, gy) -> dw` as a custom op.
+pub(crate) struct ConvBwdWeight(pub ConvGeom);
+
+impl ConvFwd {
+    /// `y = conv(x, w)`; both are made contiguous first.
+    pub(crate) fn apply(g: ConvGeom, x: &Tensor, w: &Tensor) -> candle::Result<Tensor> {
+        x.contiguous()?.apply_op2(&w.contiguous()?, ConvFwd(g))
+    }
+}
+impl ConvBwdInput {
+    /// `dx = conv^T(gy, w)`.
+    pub(crate) fn apply(g: ConvGeom, gy: &Tensor, w: &Tensor) -> candle::Result<Tensor> {
+        gy.contiguous()?
+            .apply_op2(&w.contiguous()?, ConvBwdInput(g))
+    }
+}
+impl ConvBwdWeight {
+    /// `dw = sum_n gy_n col(x_n)^T`.
+    pub(crate) fn apply(g: ConvGeom, x: &Tensor, gy: &Tensor) -> candle::Result<Tensor> {
+        x.contiguous()?
+            .apply_op2(&gy.contiguous()?, ConvBwdWeight(g))
+    }
+}
+
+impl CustomOp2 for ConvFwd {
+    fn name(&self) -> &'static str {
+        "segkit-conv2d"
+    }
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+    ) -> candle::Result<(CpuStorage, Shape)> {
+        let g = &self.0;
+        let out = run2(
+            self.name(),
+            (s1, l1, g.x_shape()),
+            (s2, l2, g.w_shape()),
+            |x, w| conv_fwd(x, w, g),
+            |x, w| conv_fwd(x, w, g),
+        )?;
+        Ok((out, g.y_shape()))
+    }
+    fn bwd(
+        &self,
+        x: &Tensor,
+        w: &Tensor,
+        _y: &Tensor,
+        gy: &Tensor,
+    ) -> candle::Result<(Option<Tensor>, Option<Tensor>)> {
+        let dx = ConvBwdInput::apply(self.0, gy, w)?;
+        let dw = ConvBwdWeight::apply(self.0, x, gy)?;
+        Ok((Some(dx), Some(dw)))
+    }
+}
+
+impl CustomOp2 for ConvBwdInput {
+    fn name(&self) -> &'static str {
+        "segkit-conv2d-input-grad"
+    }
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+    ) -> candle::Result<(CpuStorage, Shape)> {
+        let g = &self.0;
+        let out = run2(
+            self.name(),
+            (s1, l1, g.y_shape()),
+            (s2, l2, g.w_shape()),
+            |gy, w| conv_bwd_input(gy, w, g),
+            |gy, w| conv_bwd_input(gy, w, g),
+        )?;
+        Ok((out, g.x_shape()))
+    }
+    fn bwd(
+        &self,
+        gy: &Tensor,
+        w: &Tensor,
+        _dx: &Tensor,
+        gdx: &Tensor,
+    ) -> candle::Result<(Option<Tensor>, Option<Tensor>)> {
+        // dx = col2im(W^T gy) is bilinear: <gdx, dx> = <conv(gdx, W), gy>.
+        let d_gy = ConvFwd::apply(self.0, gdx, w)?;
+        let d_w = ConvBwdWeight::apply(self.0, gdx, gy)?;
+        Ok((Some(d_gy), Some(d_w)))
+    }
+}
+
+impl CustomOp2 for ConvBwdWeight {
+    fn name(&self) -> &'static str {
+        "segkit-conv2d-weight-grad"
+    }
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+    ) -> candle::Result<(CpuStorage, Shape)> {
+        let g = &self.0;
+        let out = run2(
+            self.name(),
+            (s1, l1, g.x_shape()),
+            (s2, l2, g.y_shape()),
+            |x, gy| conv_bwd_weight(x, gy, g),
+            |x, gy| conv_bwd_weight(x, gy, g),
+        )?;
+        Ok((out, g.w_shape()))
+    }
+    fn bwd(
+        &self,
+        x: &Tensor,
+        gy: &Tensor,
+        _dw: &Tensor,
+        gdw: &Tensor,
+    ) -> candle::Result<(Option<Tensor>, Option<Tensor>)> {
+        // dw = sum gy col(x)^T is bilinear: <gdw, dw> = <conv^T(gy, gdw), x> = <conv(x, gdw), gy>.
+        let d_x = ConvBwdInput::apply(self.0, gy, gdw)?;
+        let d_gy = ConvFwd::apply(self.0, x, gdw)?;
+        Ok((Some(d_x), Some(d_gy)))
+    }
+}
+
+/// Adds `bias (c)` to every plane of `y (n, c, hw)` in place.
+fn add_bias<T: WithDType>(y: &mut [T], bias: &[T], hw: usize) {
+    let c = bias.len();
+    y.par_chunks_mut(hw.max(1))
+        .enumerate()
+        .for_each(|(p, plane)| {
+            let b = bias[p % c];
+            plane.iter_mut().for_each(|v| *v += b);
+        });
+}
+
+/// Per-channel sums of `gy (n, c, hw)`: the bias gradient.
+fn channel_sums<T: WithDType>(gy: &[T], n: usize, c: usize, hw: usize) -> Vec<T> {
+    (0..c)
+        .into_par_iter()
+        .map(|ch| {
+            let sum: f64 = (0..n)
+                .map(|i| {
+                    gy[(i * c + ch) * hw..(i * c + ch + 1) * hw]
+                        .iter()
+                        .map(|v| v.to_f64())
+                        .sum::<f64>()
+                })
+                .sum();
+            T::from_f64(sum)
+        })
+        .collect()
+}
+
+/// Forward convolution plus a per-channel bias, `(x, w, b) -> y`, as one custom op.
+pub(crate) struct ConvBiasFwd(pub ConvGeom);
+
+/// The bias gradient `(gy) -> sum over n, h, w`, as a custom op.
+struct BiasGrad(ConvGeom);
+
+impl candle::CustomOp3 for ConvBiasFwd {
+    fn name(&self) -> &'static str {
+        "segkit-conv2d-bias"
+    }
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+        s3: &CpuStorage,
+        l3: &Layout,
+    ) -> candle::Result<(CpuStorage, Shape)> {
+        let g = &self.0;
+        let bias_shape = Shape::from(g.c_out);
+        let hw = g.oh * g.ow;
+        let out = match s3 {
+            CpuStorage::F32(_) => {
+                let b = slice::<f32>(s3, l3, &bias_shape, self.name(), "bias")?;
+                let kernel = |x: &[f32], w: &[f32]| -> candle::Result<Vec<f32>> {
+                    let mut y = conv_fwd(x, w, g)?;
+                    add_bias(&mut y, b, hw);
+                    Ok(y)
+                };
+                run2(
+                    self.name(),
+                    (s1, l1, g.x_shape()),
+                    (s2, l2, g.w_shape()),
+                    kernel,
+                    |_, _| candle::bail!("segkit-conv2d-bias: bias is f32 but input is not"),
+                )?
+            }
+            CpuStorage::F64(_) => {
+                let b = slice::<f64>(s3, l3, &bias_shape, self.name(), "bias")?;
+                let kernel = |x: &[f64], w: &[f64]| -> candle::Result<Vec<f64>> {
+                    let mut y = conv_fwd(x, w, g)?;
+                    add_bias(&mut y, b, hw);
+                    Ok(y)
+                };
+                run2(
+                    self.name(),
+                    (s1, l1, g.x_shape()),
+                    (s2, l2, g.w_shape()),
+                    |_, _| candle::bail!("segkit-conv2d-bias: bias is f64 but input is not"),
+                    kernel,
+                )?
+            }
+            other => candle::bail!(
+                "{}: bias must be f32 or f64, got {:?}",
+                self.name(),
+                other.dtype()
+            ),
+        };
+        Ok((out, g.y_shape()))
+    }
+    fn bwd(
+        &self,
+        x: &Tensor,
+        w: &Tensor,
+        _b: &Tensor,
+        _y: &Tensor,
+        gy: &Tensor,
+    ) -> candle::Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
+        let gy = gy.contiguous()?;
+        let dx = ConvBwdInput::apply(self.0, &gy, w)?;
+        let dw = ConvBwdWeight::apply(self.0, x, &gy)?;
+        let db = gy.apply_op1_no_bwd(&BiasGrad(self.0))?;
+        Ok((Some(dx), Some(dw), Some(db)))
+    }
+}
+
+impl candle::CustomOp1 for BiasGrad {
+    fn name(&self) -> &'static str {
+        "segkit-conv2d-bias-grad"
+    }
+    fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> candle::Result<(CpuStorage, Shape)> {
+        let g = &self.0;
+        let (n, c, hw) = (g.n, g.c_out, g.oh * g.ow);
+        let out = match s {
+            CpuStorage::F32(_) => CpuStorage::F32(channel_sums(
+                slice::<f32>(s, l, &g.y_shape(), self.name(), "gradient")?,
+                n,
+                c,
+                hw,
+            )),
+            CpuStorage::F64(_) => CpuStorage::F64(channel_sums(
+                slice::<f64>(s, l, &g.y_shape(), self.name(), "gradient")?,
+                n,
+                c,
+                hw,
+            )),
+            other => candle::bail!("{}: needs f32 or f64, got {:?}", self.name(), other.dtype()),
+        };
+        Ok((out, Shape::from(c)))
+    }
+}

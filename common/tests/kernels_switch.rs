@@ -1,0 +1,52 @@
+//! Tests of the switch that forces candle's own ops (`set_force_candle_ops`): it sits in
+//! its own test binary because the switch is process-wide.
+
+use candle::{DType, Device, Tensor, Var};
+use common::kernels::{self, Conv2dParams};
+
+#[test]
+fn switch_selects_candle_ops_and_both_agree() -> candle::Result<()> {
+    let x = Tensor::arange(0f32, 2. * 3. * 6. * 6., &Device::Cpu)?.reshape((2, 3, 6, 6))?;
+    let x = (x / 50.)?.sin()?;
+    let w =
+        (Tensor::arange(0f32, 4. * 3. * 9., &Device::Cpu)?.reshape((4, 3, 3, 3))? / 7.)?.cos()?;
+    let p = Conv2dParams {
+        stride: 1,
+        padding: 1,
+        dilation: 1,
+    };
+    let run = || -> candle::Result<(Vec<f32>, Vec<f32>)> {
+        let xv = Var::from_tensor(&x)?;
+        let conv = kernels::conv2d(xv.as_tensor(), &w, &p)?;
+        let gamma = Tensor::new(&[1f32, 2., 0.5, -1.], &Device::Cpu)?;
+        let normed = kernels::batch_norm_train(&conv, &gamma, &gamma.cos()?, 1e-5)?.0;
+        let y = kernels::max_pool2d(&normed, 2)?;
+        let dx = y
+            .sum_all()?
+            .backward()?
+            .get(xv.as_tensor())
+            .expect("no gradient")
+            .clone();
+        Ok((y.flatten_all()?.to_vec1()?, dx.flatten_all()?.to_vec1()?))
+    };
+
+    kernels::set_force_candle_ops(false);
+    assert!(kernels::uses_fast_path(&x));
+    assert!(!kernels::uses_fast_path(&x.to_dtype(DType::F16)?));
+    let fast = run()?;
+
+    kernels::set_force_candle_ops(true);
+    assert!(kernels::candle_ops_forced());
+    assert!(!kernels::uses_fast_path(&x));
+    let stock = run()?;
+    kernels::set_force_candle_ops(false);
+
+    for (what, a, b) in [
+        ("output", &fast.0, &stock.0),
+        ("gradient", &fast.1, &stock.1),
+    ] {
+        let diff = a.iter().zip(b).fold(0f32, |m, (p, q)| m.max((p - q).abs()));
+        assert!(diff < 1e-4, "{what} differs by {diff}");
+    }
+    Ok(())
+}
