@@ -221,7 +221,12 @@ pub fn train(opts: &TrainOptions) -> Result<TrainReport> {
         seed: opts.seed,
         schedule,
         resume: opts.resume,
-        title: format!("U-Net width {} on {}", opts.width, splits.source),
+        // The source without its folder path: "ISBI 2012 membranes".
+        title: format!(
+            "U-Net width {} on {}",
+            opts.width,
+            splits.source.split(" \"").next().unwrap_or("data")
+        ),
         run_config,
         progress: opts.progress,
     };
