@@ -240,8 +240,11 @@ impl AdamW {
             let Some(g) = grads.get(var.as_tensor()) else {
                 continue;
             };
-            *m = ((&*m * beta1)? + (g * (1.0 - beta1))?)?;
-            *v = ((&*v * beta2)? + (g.sqr()? * (1.0 - beta2))?)?;
+            // candle leaves the op graph on the gradients of variables (a weight gradient
+            // refers to the activations): detach the moments, or they would keep every
+            // step's whole graph alive (peak memory grew by ~270 MiB per step without this).
+            *m = ((&*m * beta1)? + (g * (1.0 - beta1))?)?.detach();
+            *v = ((&*v * beta2)? + (g.sqr()? * (1.0 - beta2))?)?.detach();
             let update = ((&*m / c1)? / ((&*v / c2)?.sqrt()? + eps)?)?;
             let decayed = (var.as_tensor() * (1.0 - self.lr * self.weight_decay))?;
             var.set(&(decayed - (update * self.lr)?)?)?;

@@ -50,3 +50,33 @@ fn switch_selects_candle_ops_and_both_agree() -> candle::Result<()> {
     }
     Ok(())
 }
+
+#[test]
+fn env_var_forces_candle_ops() -> candle::Result<()> {
+    // The variable is read once per process: check it in a child run of this very test.
+    if std::env::var(kernels::CANDLE_OPS_ENV).is_ok_and(|v| v == "1") {
+        assert!(
+            kernels::candle_ops_forced(),
+            "SEGKIT_CANDLE_OPS=1 did not force candle's ops"
+        );
+        let x = Tensor::zeros((1, 1, 4, 4), DType::F32, &Device::Cpu)?;
+        assert!(!kernels::uses_fast_path(&x));
+        return Ok(());
+    }
+    let exe = std::env::current_exe()?;
+    let out = std::process::Command::new(exe)
+        .args([
+            "--exact",
+            "env_var_forces_candle_ops",
+            "--test-threads",
+            "1",
+        ])
+        .env(kernels::CANDLE_OPS_ENV, "1")
+        .output()?;
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && stdout.contains("1 passed"),
+        "child run failed:\n{stdout}"
+    );
+    Ok(())
+}

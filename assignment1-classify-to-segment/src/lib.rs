@@ -1,0 +1,9 @@
+//! Assignment 1: a 32x32 flower/background patch classifier turned into a fully
+//! convolutional segmenter (the lecture's "ImSegFromClassification").
+
+pub mod data;
+pub mod evaluate;
+pub mod model;
+pub mod run;
+pub mod segment;
+pub mod training;
