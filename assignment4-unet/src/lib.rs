@@ -1,0 +1,9 @@
+//! Assignment 4: U-Net (Ronneberger et al. 2015), as milesial/Pytorch-UNet, trained
+//! on the ISBI 2012 electron-microscopy membrane images it was invented for.
+
+pub mod augment;
+pub mod data;
+pub mod evaluate;
+pub mod model;
+pub mod predict;
+pub mod training;
