@@ -8,6 +8,7 @@ use assignment3_hypercolumn_voc::model::Arch;
 use assignment3_hypercolumn_voc::run::{
     parse_size, run, RunConfig, DEFAULT_CACHE_DIR, DEFAULT_OUT,
 };
+use assignment3_hypercolumn_voc::training::ClassWeighting;
 use clap::Parser;
 use common::device::DeviceChoice;
 
@@ -74,9 +75,9 @@ struct Args {
     /// Images per fine-tuning step
     #[arg(long, default_value_t = RunConfig::default().finetune_batch_size)]
     finetune_batch_size: usize,
-    /// Leave out the median-frequency class weights
-    #[arg(long)]
-    no_class_weights: bool,
+    /// Class weights in the losses: none, median (median frequency / class frequency) or their square roots
+    #[arg(long, value_enum, default_value_t = RunConfig::default().class_weights)]
+    class_weights: ClassWeighting,
     /// Number of val images drawn as image | truth | prediction panels
     #[arg(long, default_value_t = RunConfig::default().n_panels)]
     panels: usize,
@@ -113,7 +114,7 @@ fn main() -> anyhow::Result<()> {
         head_lr: args.head_lr,
         finetune_lr: args.finetune_lr,
         finetune_batch_size: args.finetune_batch_size,
-        class_weights: !args.no_class_weights,
+        class_weights: args.class_weights,
         n_panels: args.panels,
         max_cache_gib: args.max_cache_gib,
         cache_taps: args.cache_taps,

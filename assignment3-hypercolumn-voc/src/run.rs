@@ -27,7 +27,7 @@ use crate::data::{locate_data, DataOrigin};
 use crate::evaluate::{evaluate, predict, save_confusion, validation};
 use crate::features::{hypercolumns_at, pick_pixels, SampledFeatures};
 use crate::model::{head, prepare_taps, Arch, Backbone, FeatureNorm, HeadConfig, FEATURE_DIM};
-use crate::training::{finetune, train_head, PhaseConfig, TapImage};
+use crate::training::{finetune, train_head, ClassWeighting, PhaseConfig, TapImage};
 
 /// The shared VGG16 conv stack (HED, Caffe preprocessing) looked for by default.
 pub const SHARED_VGG16_FILE: &str = "vgg16-hed-bsds500.safetensors";
@@ -74,8 +74,8 @@ pub struct RunConfig {
     pub finetune_lr: f64,
     pub finetune_batch_size: usize,
     pub weight_decay: f64,
-    /// Median-frequency class weights in both losses.
-    pub class_weights: bool,
+    /// Class weights in both losses.
+    pub class_weights: ClassWeighting,
     /// Number of val images drawn as `image | truth | prediction` panels.
     pub n_panels: usize,
     /// Refuse to keep more than this many GiB of taps in memory.
@@ -101,21 +101,21 @@ impl Default for RunConfig {
             arch: None,
             out: PathBuf::from(DEFAULT_OUT),
             cache_dir: PathBuf::from(DEFAULT_CACHE_DIR),
-            head_epochs: 30,
-            finetune_epochs: 4,
+            head_epochs: 15,
+            finetune_epochs: 3,
             seed: 0,
             device: DeviceChoice::Auto,
             input_size: (180, 240),
             feature_size: None,
             max_images: None,
             samples_per_class: 3,
-            hidden: 256,
+            hidden: 128,
             head_lr: 1e-3,
             head_batch_size: 128,
-            finetune_lr: 2e-4,
+            finetune_lr: 1e-3,
             finetune_batch_size: 4,
             weight_decay: 1e-4,
-            class_weights: true,
+            class_weights: ClassWeighting::SqrtMedian,
             n_panels: 6,
             max_cache_gib: 8.0,
             cache_taps: false,

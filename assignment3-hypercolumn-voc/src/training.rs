@@ -112,6 +112,40 @@ pub fn class_weights(counts: &[usize]) -> Vec<f32> {
         .collect()
 }
 
+/// How the loss weighs the classes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, clap::ValueEnum)]
+#[serde(rename_all = "kebab-case")]
+pub enum ClassWeighting {
+    /// All classes weigh 1.
+    None,
+    /// Median-frequency weights, [`class_weights`].
+    Median,
+    /// Their square roots: rare classes count more, but less so.
+    SqrtMedian,
+}
+
+impl std::fmt::Display for ClassWeighting {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            ClassWeighting::None => "none",
+            ClassWeighting::Median => "median",
+            ClassWeighting::SqrtMedian => "sqrt-median",
+        })
+    }
+}
+
+impl ClassWeighting {
+    /// The `(K)` weights for these label counts, or `None` for equal weights.
+    pub fn weights(self, counts: &[usize], device: &Device) -> candle::Result<Option<Tensor>> {
+        let w = match self {
+            ClassWeighting::None => return Ok(None),
+            ClassWeighting::Median => class_weights(counts),
+            ClassWeighting::SqrtMedian => class_weights(counts).iter().map(|w| w.sqrt()).collect(),
+        };
+        Ok(Some(Tensor::from_vec(w, counts.len(), device)?))
+    }
+}
+
 /// Settings of one training phase.
 #[derive(Debug, Clone)]
 pub struct PhaseConfig {
@@ -121,8 +155,8 @@ pub struct PhaseConfig {
     pub lr: f64,
     /// Decoupled (AdamW) weight decay.
     pub weight_decay: f64,
-    /// Median-frequency class weights in the loss.
-    pub class_weights: bool,
+    /// Class weights in the loss.
+    pub class_weights: ClassWeighting,
     pub seed: u64,
     /// Where `fit` writes this phase's checkpoint, history and loss curve.
     pub out_dir: PathBuf,
@@ -192,12 +226,9 @@ pub fn train_head(
         p,
         device,
     )?;
-    let weights = if cfg.class_weights {
-        let w = class_weights(&samples.class_counts(class_names.len()));
-        Some(Tensor::from_vec(w, class_names.len(), device)?)
-    } else {
-        None
-    };
+    let weights = cfg
+        .class_weights
+        .weights(&samples.class_counts(class_names.len()), device)?;
     let loader = Loader::new(
         Arc::new(IndexSet::new(p, class_names.to_vec())),
         LoaderConfig {
@@ -262,20 +293,15 @@ pub fn finetune(
     if images.is_empty() {
         anyhow::bail!("no training images to fine-tune on");
     }
-    let weights = if cfg.class_weights {
-        let mut counts = vec![0usize; class_names.len()];
-        for image in images {
-            for label in image.labels.flatten_all()?.to_vec1::<u32>()? {
-                if let Some(count) = counts.get_mut(label as usize) {
-                    *count += 1;
-                }
+    let mut counts = vec![0usize; class_names.len()];
+    for image in images {
+        for label in image.labels.flatten_all()?.to_vec1::<u32>()? {
+            if let Some(count) = counts.get_mut(label as usize) {
+                *count += 1;
             }
         }
-        let w = class_weights(&counts);
-        Some(Tensor::from_vec(w, class_names.len(), device)?)
-    } else {
-        None
-    };
+    }
+    let weights = cfg.class_weights.weights(&counts, device)?;
     let loader = Loader::new(
         Arc::new(IndexSet::new(images.len(), class_names.to_vec())),
         LoaderConfig {

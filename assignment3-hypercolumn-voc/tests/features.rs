@@ -3,7 +3,7 @@
 
 use anyhow::Result;
 use assignment3_hypercolumn_voc::features::{interpolation, pick_pixels, SampledFeatures};
-use assignment3_hypercolumn_voc::training::class_weights;
+use assignment3_hypercolumn_voc::training::{class_weights, ClassWeighting};
 use candle::{DType, Device};
 use common::data::transforms::resize_mask;
 use common::data::voc::{Split, VocDataset};
@@ -134,7 +134,7 @@ fn feature_cache_round_trip_and_settings_check() -> Result<()> {
 }
 
 #[test]
-fn median_frequency_weights() {
+fn median_frequency_weights() -> Result<()> {
     // Frequencies 0.5, 0.3, 0.2 (median 0.3) and an absent class.
     let w = class_weights(&[50, 30, 20, 0]);
     let expected = [0.6, 1.0, 1.5, 0.0];
@@ -142,4 +142,15 @@ fn median_frequency_weights() {
         assert!((a - b).abs() < 1e-6, "{w:?}");
     }
     assert_eq!(class_weights(&[0, 0]), [1.0, 1.0]);
+    let device = candle::Device::Cpu;
+    let sqrt = ClassWeighting::SqrtMedian
+        .weights(&[50, 30, 20, 0], &device)?
+        .map(|t| t.to_vec1::<f32>())
+        .transpose()?
+        .unwrap_or_default();
+    for (a, b) in sqrt.iter().zip([0.6f32.sqrt(), 1.0, 1.5f32.sqrt(), 0.0]) {
+        assert!((a - b).abs() < 1e-6, "{sqrt:?}");
+    }
+    assert!(ClassWeighting::None.weights(&[1, 2], &device)?.is_none());
+    Ok(())
 }
