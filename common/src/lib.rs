@@ -15,6 +15,7 @@ pub mod plot;
 pub mod schedule;
 pub mod train;
 pub mod viz;
+pub mod weights;
 
 /// The result type of the host-side (non-tensor) parts of `common`.
 pub type Result<T> = anyhow::Result<T>;
