@@ -122,11 +122,7 @@ fn main() -> anyhow::Result<()> {
         ..defaults
     };
     let summary = run(&cfg)?;
-    println!(
-        "\nval results ({} images of {:?}):",
-        summary.out.display(),
-        summary.data_origin
-    );
+    println!("\nval results ({:?} data):", summary.data_origin);
     println!(
         "  pixel accuracy      {:6.2}%",
         100.0 * summary.pixel_accuracy
