@@ -70,7 +70,7 @@ impl Default for TrainOptions {
             epochs: 8,
             steps_per_epoch: 50,
             batch_size: 4,
-            crop: 192,
+            crop: 256,
             width: 16,
             bilinear: false,
             lr: 2e-3,
