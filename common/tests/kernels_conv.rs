@@ -74,6 +74,11 @@ fn conv_cases() -> Vec<([usize; 4], [usize; 4], Conv2dParams)> {
         ([4, 8, 9, 9], [5, 8, 3, 3], p(1, 0, 1)),
         ([1, 2, 6, 6], [3, 2, 3, 3], p(3, 2, 2)),
         ([2, 64, 40, 128], [8, 64, 3, 3], p(1, 1, 1)),
+        // Input gradients computed as a conv with the flipped kernel (stride 1, square
+        // window, >= 8 input channels), with dilation, small padding and an odd batch.
+        ([2, 8, 13, 10], [3, 8, 3, 3], p(1, 2, 2)),
+        ([1, 9, 8, 11], [4, 9, 5, 5], p(1, 1, 1)),
+        ([3, 8, 10, 7], [6, 8, 3, 3], p(1, 1, 1)),
     ]
 }
 
@@ -212,6 +217,8 @@ fn conv2d_gradients_match_finite_differences_f64() -> Result<()> {
         ([2, 2, 7, 6], [3, 2, 3, 3], p(2, 1, 2)),
         ([1, 2, 11, 8], [2, 2, 3, 3], p(2, 1, 1)),
         ([1, 3, 4, 5], [2, 3, 1, 1], p(1, 0, 1)),
+        // The flipped-kernel input gradient (>= 8 channels), with dilation 2.
+        ([1, 8, 7, 6], [3, 8, 3, 3], p(1, 1, 2)),
     ];
     for (i, (xs, ws, p)) in cases.into_iter().enumerate() {
         let x = random(&xs, DType::F64, 50 + i as u64)?;
