@@ -148,3 +148,24 @@ fn max_pool_bad_input_gives_clear_errors() -> Result<()> {
     );
     Ok(())
 }
+
+#[test]
+fn max_pool_propagates_nan_like_pytorch() -> Result<()> {
+    // Window 0 holds a NaN after its maximum: the NaN wins (PyTorch's max_pool2d gives NaN
+    // and puts the gradient there); window 1 is all finite.
+    let x = Tensor::new(
+        &[[[[1f32, 9., 0., 2.], [f32::NAN, 3., 4., -1.]]]],
+        &Device::Cpu,
+    )?;
+    let var = Var::from_tensor(&x)?;
+    let y = kernels::max_pool2d(var.as_tensor(), 2)?;
+    let y = to_vec(&y)?;
+    assert!(y[0].is_nan(), "window 0 gave {}", y[0]);
+    assert_eq!(y[1], 4.0);
+    let grads = kernels::max_pool2d(var.as_tensor(), 2)?
+        .sum_all()?
+        .backward()?;
+    let dx = to_vec(grads.get(var.as_tensor()).expect("no gradient"))?;
+    assert_eq!(dx, vec![0., 0., 0., 0., 1., 0., 1., 0.]);
+    Ok(())
+}

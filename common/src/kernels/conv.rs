@@ -21,6 +21,8 @@
 //! images in parallel when the batch divides over the threads and otherwise lets gemm
 //! use the threads.
 
+use std::cell::RefCell;
+
 use candle::backend::BackendStorage;
 use candle::{CpuStorage, CustomOp2, Layout, Shape, Tensor, WithDType};
 use gemm::Parallelism;
@@ -353,16 +355,42 @@ fn gemm_threads() -> Parallelism {
     }
 }
 
+thread_local! {
+    /// Per-thread scratch buffers (im2col tiles, transposed gradient tiles), kept between
+    /// calls so that each tile does not allocate and zero megabytes afresh. Each holds the
+    /// largest tile its thread has needed (a few MiB: tiles are bounded by [`TILE_ELEMS`]).
+    static SCRATCH: [RefCell<Vec<u64>>; 2] = const { [RefCell::new(Vec::new()), RefCell::new(Vec::new())] };
+}
+
+/// Runs `f` on `len` elements of this thread's scratch buffer number `slot` (0 or 1),
+/// whose contents are left over from earlier calls. A slot already in use further up this
+/// thread's stack (a rayon worker may run another task while it waits) gets a fresh buffer.
+fn with_scratch<T: WithDType, R>(slot: usize, len: usize, f: impl FnOnce(&mut [T]) -> R) -> R {
+    SCRATCH.with(|slots| match slots[slot].try_borrow_mut() {
+        Ok(mut buf) => {
+            let words = (len * std::mem::size_of::<T>()).div_ceil(8);
+            if buf.len() < words {
+                buf.resize(words, 0);
+            }
+            // SAFETY: the buffer holds at least len * size_of::<T>() initialised bytes,
+            // aligned to 8 >= align_of::<T>() (candle's dtypes are plain numbers of at most
+            // 8 bytes for which every bit pattern is valid), and is borrowed mutably here.
+            let data = unsafe { std::slice::from_raw_parts_mut(buf.as_mut_ptr().cast::<T>(), len) };
+            f(data)
+        }
+        Err(_) => f(&mut vec![T::from_f64(0.0); len]),
+    })
+}
+
 /// Forward conv of output rows `oh0..oh1` of one image:
-/// `y_i[:, tile] (c_out, lt) = W (c_out, K) @ col(x_i)[:, tile] (K, lt)`, written into
-/// `y`, the image's output from its first element (row stride `oh*ow`).
+/// `y_i[:, tile] (c_out, lt) = [bias +] W (c_out, K) @ col(x_i)[:, tile] (K, lt)`, written
+/// into `y`, the image's output from its first element (row stride `oh*ow`). The bias is
+/// written into the tile first and gemm adds onto it, so it costs no extra pass.
 fn fwd_tile<T: WithDType>(
-    x: &[T],
-    w: &[T],
+    (x, w, bias): (&[T], &[T], Option<&[T]>),
     g: &ConvGeom,
     (oh0, oh1): (usize, usize),
     y: &mut [T],
-    col: &mut Vec<T>,
     par: Parallelism,
 ) -> candle::Result<()> {
     let (k, l, lt) = (g.k(), g.oh * g.ow, (oh1 - oh0) * g.ow);
@@ -371,30 +399,30 @@ fn fwd_tile<T: WithDType>(
         rs: k,
         cs: 1,
     };
-    let rhs = if g.is_pointwise() {
-        Mat {
+    let y = &mut y[oh0 * g.ow..];
+    if let Some(bias) = bias {
+        for (co, &b) in bias.iter().enumerate() {
+            y[co * l..co * l + lt].fill(b);
+        }
+    }
+    let accumulate = bias.is_some();
+    if g.is_pointwise() {
+        let rhs = Mat {
             data: &x[oh0 * g.ow..],
             rs: l,
             cs: 1,
-        }
-    } else {
-        col.resize(k * lt, T::from_f64(0.0));
+        };
+        return matmul((g.c_out, lt, k), y, l, accumulate, lhs, rhs, par);
+    }
+    with_scratch(0, k * lt, |col: &mut [T]| {
         im2col_tile(x, g, oh0, oh1, col);
-        Mat {
-            data: &col[..k * lt],
+        let rhs = Mat {
+            data: col,
             rs: lt,
             cs: 1,
-        }
-    };
-    matmul(
-        (g.c_out, lt, k),
-        &mut y[oh0 * g.ow..],
-        l,
-        false,
-        lhs,
-        rhs,
-        par,
-    )
+        };
+        matmul((g.c_out, lt, k), y, l, accumulate, lhs, rhs, par)
+    })
 }
 
 /// Input gradient of one image: `dx_i = col2im(W^T (K, c_out) @ gy_i (c_out, oh*ow))`.
@@ -403,7 +431,6 @@ fn bwd_input_image<T: WithDType>(
     w: &[T],
     g: &ConvGeom,
     dx: &mut [T],
-    col: &mut Vec<T>,
     par: Parallelism,
 ) -> candle::Result<()> {
     let (k, l) = (g.k(), g.oh * g.ow);
@@ -423,27 +450,28 @@ fn bwd_input_image<T: WithDType>(
     }
     dx.fill(T::from_f64(0.0));
     let rows = g.rows_per_tile();
-    col.resize(k * rows * g.ow, T::from_f64(0.0));
-    for oh0 in (0..g.oh).step_by(rows) {
-        let oh1 = (oh0 + rows).min(g.oh);
-        let lt = (oh1 - oh0) * g.ow;
-        let rhs = Mat {
-            data: &gy[oh0 * g.ow..],
-            rs: l,
-            cs: 1,
-        };
-        matmul(
-            (k, lt, g.c_out),
-            &mut col[..k * lt],
-            lt,
-            false,
-            wt(),
-            rhs,
-            par,
-        )?;
-        col2im_tile(&col[..k * lt], g, oh0, oh1, dx);
-    }
-    Ok(())
+    with_scratch(0, k * rows * g.ow, |col: &mut [T]| {
+        for oh0 in (0..g.oh).step_by(rows) {
+            let oh1 = (oh0 + rows).min(g.oh);
+            let lt = (oh1 - oh0) * g.ow;
+            let rhs = Mat {
+                data: &gy[oh0 * g.ow..],
+                rs: l,
+                cs: 1,
+            };
+            matmul(
+                (k, lt, g.c_out),
+                &mut col[..k * lt],
+                lt,
+                false,
+                wt(),
+                rhs,
+                par,
+            )?;
+            col2im_tile(&col[..k * lt], g, oh0, oh1, dx);
+        }
+        Ok(())
+    })
 }
 
 /// Weight gradient of output rows `oh0..oh1` of one image, added into the transposed
@@ -455,49 +483,53 @@ fn bwd_weight_tile<T: WithDType>(
     g: &ConvGeom,
     (oh0, oh1): (usize, usize),
     dw_t: &mut [T],
-    (col, gy_t): (&mut Vec<T>, &mut Vec<T>),
 ) -> candle::Result<()> {
     let (k, l, lt, c_out) = (g.k(), g.oh * g.ow, (oh1 - oh0) * g.ow, g.c_out);
-    gy_t.resize(lt * c_out, T::from_f64(0.0));
-    for co in 0..c_out {
-        let src = &gy[co * l + oh0 * g.ow..co * l + oh0 * g.ow + lt];
-        for (p, &v) in src.iter().enumerate() {
-            gy_t[p * c_out + co] = v;
+    with_scratch(1, lt * c_out, |gy_t: &mut [T]| {
+        for co in 0..c_out {
+            let src = &gy[co * l + oh0 * g.ow..co * l + oh0 * g.ow + lt];
+            for (p, &v) in src.iter().enumerate() {
+                gy_t[p * c_out + co] = v;
+            }
         }
-    }
-    let lhs = if g.is_pointwise() {
-        Mat {
-            data: &x[oh0 * g.ow..],
-            rs: l,
+        let rhs = Mat {
+            data: gy_t,
+            rs: c_out,
             cs: 1,
+        };
+        let (m, n, par) = ((k, c_out, lt), c_out, Parallelism::None);
+        if g.is_pointwise() {
+            let lhs = Mat {
+                data: &x[oh0 * g.ow..],
+                rs: l,
+                cs: 1,
+            };
+            return matmul(m, dw_t, n, true, lhs, rhs, par);
         }
-    } else {
-        col.resize(k * lt, T::from_f64(0.0));
-        im2col_tile(x, g, oh0, oh1, col);
-        Mat {
-            data: &col[..k * lt],
-            rs: lt,
-            cs: 1,
-        }
-    };
-    let rhs = Mat {
-        data: &gy_t[..lt * c_out],
-        rs: c_out,
-        cs: 1,
-    };
-    matmul(
-        (k, c_out, lt),
-        dw_t,
-        c_out,
-        true,
-        lhs,
-        rhs,
-        Parallelism::None,
-    )
+        with_scratch(0, k * lt, |col: &mut [T]| {
+            im2col_tile(x, g, oh0, oh1, col);
+            let lhs = Mat {
+                data: col,
+                rs: lt,
+                cs: 1,
+            };
+            matmul(m, dw_t, n, true, lhs, rhs, par)
+        })
+    })
 }
 
 /// `y (n, c_out, oh, ow)` of the forward conv.
 pub(crate) fn conv_fwd<T: WithDType>(x: &[T], w: &[T], g: &ConvGeom) -> candle::Result<Vec<T>> {
+    conv_fwd_bias(x, w, None, g)
+}
+
+/// `y (n, c_out, oh, ow)` of the forward conv plus `bias (c_out)` when given.
+fn conv_fwd_bias<T: WithDType>(
+    x: &[T],
+    w: &[T],
+    bias: Option<&[T]>,
+    g: &ConvGeom,
+) -> candle::Result<Vec<T>> {
     let mut y = vec![T::from_f64(0.0); g.n * g.y_image()];
     if g.n == 0 || g.y_image() == 0 {
         return Ok(y);
@@ -506,23 +538,20 @@ pub(crate) fn conv_fwd<T: WithDType>(x: &[T], w: &[T], g: &ConvGeom) -> candle::
     let x_image = g.x_image().max(1);
     if rayon::current_num_threads() > 1 && tasks.count > 1 {
         let out = SharedOut::new(&mut y);
-        (0..tasks.count)
-            .into_par_iter()
-            .try_for_each_init(Vec::new, |col, t| {
-                let (i, oh0, oh1) = tasks.get(t, g.oh);
-                // SAFETY: task t writes only columns oh0*ow..oh1*ow of the c_out rows of
-                // image i; no two tasks share an (image, tile) pair.
-                let yi = unsafe { out.from(i * g.y_image()) };
-                let xi = &x[i * x_image..(i + 1) * x_image];
-                fwd_tile(xi, w, g, (oh0, oh1), yi, col, Parallelism::None)
-            })?;
+        (0..tasks.count).into_par_iter().try_for_each(|t| {
+            let (i, oh0, oh1) = tasks.get(t, g.oh);
+            // SAFETY: task t writes only columns oh0*ow..oh1*ow of the c_out rows of
+            // image i; no two tasks share an (image, tile) pair.
+            let yi = unsafe { out.from(i * g.y_image()) };
+            let xi = &x[i * x_image..(i + 1) * x_image];
+            fwd_tile((xi, w, bias), g, (oh0, oh1), yi, Parallelism::None)
+        })?;
     } else {
-        let mut col = Vec::new();
         for t in 0..tasks.count {
             let (i, oh0, oh1) = tasks.get(t, g.oh);
             let yi = &mut y[i * g.y_image()..(i + 1) * g.y_image()];
             let xi = &x[i * x_image..(i + 1) * x_image];
-            fwd_tile(xi, w, g, (oh0, oh1), yi, &mut col, gemm_threads())?;
+            fwd_tile((xi, w, bias), g, (oh0, oh1), yi, gemm_threads())?;
         }
     }
     Ok(y)
@@ -560,13 +589,10 @@ pub(crate) fn conv_bwd_input<T: WithDType>(
     if g.batch_parallel() {
         dx.par_chunks_mut(g.x_image())
             .zip(gy.par_chunks(g.y_image()))
-            .try_for_each_init(Vec::new, |col, (dxi, gyi)| {
-                bwd_input_image(gyi, w, g, dxi, col, Parallelism::None)
-            })?;
+            .try_for_each(|(dxi, gyi)| bwd_input_image(gyi, w, g, dxi, Parallelism::None))?;
     } else {
-        let mut col = Vec::new();
         for (dxi, gyi) in dx.chunks_mut(g.x_image()).zip(gy.chunks(g.y_image())) {
-            bwd_input_image(gyi, w, g, dxi, &mut col, gemm_threads())?;
+            bwd_input_image(gyi, w, g, dxi, gemm_threads())?;
         }
     }
     Ok(dx)
@@ -584,23 +610,21 @@ pub(crate) fn conv_bwd_weight<T: WithDType>(
         return Ok(vec![zero; c_out * k]);
     }
     let tasks = g.tasks();
-    let task = |t: usize, dw_t: &mut Vec<T>, bufs: (&mut Vec<T>, &mut Vec<T>)| {
-        let (i, oh0, oh1) = tasks.get(t, g.oh);
-        let xi = &x[i * g.x_image()..(i + 1) * g.x_image()];
-        let gyi = &gy[i * g.y_image()..(i + 1) * g.y_image()];
-        bwd_weight_tile(xi, gyi, g, (oh0, oh1), dw_t, bufs)
-    };
-    // Each rayon worker sums its tasks into its own dw^T (K, c_out); the sums are added.
-    let partial = (0..tasks.count)
+    // The tasks are cut into one contiguous group per thread; each group sums into its own
+    // dw^T (K, c_out), and the groups' sums are added.
+    let groups = rayon::current_num_threads().clamp(1, tasks.count.max(1));
+    let partial = (0..groups)
         .into_par_iter()
-        .try_fold(
-            || (vec![zero; k * c_out], Vec::new(), Vec::new()),
-            |(mut dw_t, mut col, mut gy_t), t| {
-                task(t, &mut dw_t, (&mut col, &mut gy_t))?;
-                Ok::<_, candle::Error>((dw_t, col, gy_t))
-            },
-        )
-        .map(|r| r.map(|(dw_t, _, _)| dw_t))
+        .map(|group| {
+            let mut dw_t = vec![zero; k * c_out];
+            for t in (group * tasks.count / groups)..((group + 1) * tasks.count / groups) {
+                let (i, oh0, oh1) = tasks.get(t, g.oh);
+                let xi = &x[i * g.x_image()..(i + 1) * g.x_image()];
+                let gyi = &gy[i * g.y_image()..(i + 1) * g.y_image()];
+                bwd_weight_tile(xi, gyi, g, (oh0, oh1), &mut dw_t)?;
+            }
+            Ok(dw_t)
+        })
         .collect::<candle::Result<Vec<Vec<T>>>>()?;
     let mut parts = partial.into_iter();
     let mut dw_t = parts.next().unwrap_or_else(|| vec![zero; k * c_out]);
@@ -816,17 +840,6 @@ impl CustomOp2 for ConvBwdWeight {
     }
 }
 
-/// Adds `bias (c)` to every plane of `y (n, c, hw)` in place.
-fn add_bias<T: WithDType>(y: &mut [T], bias: &[T], hw: usize) {
-    let c = bias.len();
-    y.par_chunks_mut(hw.max(1))
-        .enumerate()
-        .for_each(|(p, plane)| {
-            let b = bias[p % c];
-            plane.iter_mut().for_each(|v| *v += b);
-        });
-}
-
 /// Per-channel sums of `gy (n, c, hw)`: the bias gradient.
 fn channel_sums<T: WithDType>(gy: &[T], n: usize, c: usize, hw: usize) -> Vec<T> {
     (0..c)
@@ -866,14 +879,11 @@ impl candle::CustomOp3 for ConvBiasFwd {
     ) -> candle::Result<(CpuStorage, Shape)> {
         let g = &self.0;
         let bias_shape = Shape::from(g.c_out);
-        let hw = g.oh * g.ow;
         let out = match s3 {
             CpuStorage::F32(_) => {
                 let b = slice::<f32>(s3, l3, &bias_shape, self.name(), "bias")?;
                 let kernel = |x: &[f32], w: &[f32]| -> candle::Result<Vec<f32>> {
-                    let mut y = conv_fwd(x, w, g)?;
-                    add_bias(&mut y, b, hw);
-                    Ok(y)
+                    conv_fwd_bias(x, w, Some(b), g)
                 };
                 run2(
                     self.name(),
@@ -886,9 +896,7 @@ impl candle::CustomOp3 for ConvBiasFwd {
             CpuStorage::F64(_) => {
                 let b = slice::<f64>(s3, l3, &bias_shape, self.name(), "bias")?;
                 let kernel = |x: &[f64], w: &[f64]| -> candle::Result<Vec<f64>> {
-                    let mut y = conv_fwd(x, w, g)?;
-                    add_bias(&mut y, b, hw);
-                    Ok(y)
+                    conv_fwd_bias(x, w, Some(b), g)
                 };
                 run2(
                     self.name(),

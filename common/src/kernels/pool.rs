@@ -45,6 +45,9 @@ fn max_pool<T: WithDType>(
         .for_each(|(p, (out_plane, arg_plane))| {
             let base = p * h * w;
             let plane = &x[base..base + h * w];
+            if k == 2 {
+                return max_pool_2x2(plane, w, ow, base, (out_plane, arg_plane));
+            }
             for i in 0..oh {
                 for j in 0..ow {
                     let mut best_idx = i * k * w + j * k;
@@ -67,6 +70,43 @@ fn max_pool<T: WithDType>(
             }
         });
     (out, argmax)
+}
+
+/// The common 2x2 case of [`max_pool`] for one plane, written out so that it runs as a
+/// straight pass over pairs of rows: `out (oh, ow)`, `arg (oh, ow)` from `plane (h, w)`.
+fn max_pool_2x2<T: WithDType>(
+    plane: &[T],
+    w: usize,
+    ow: usize,
+    base: usize,
+    (out, arg): (&mut [T], &mut [u32]),
+) {
+    for (i, (out_row, arg_row)) in out.chunks_mut(ow).zip(arg.chunks_mut(ow)).enumerate() {
+        let top = &plane[2 * i * w..2 * i * w + 2 * ow];
+        let bottom = &plane[(2 * i + 1) * w..(2 * i + 1) * w + 2 * ow];
+        let (top_idx, bottom_idx) = (base + 2 * i * w, base + (2 * i + 1) * w);
+        for (j, (o, a)) in out_row.iter_mut().zip(arg_row.iter_mut()).enumerate() {
+            // Candidates in window order; a later one wins only when strictly greater or
+            // NaN (`v != v`), so ties keep the first maximum and NaN propagates, as PyTorch.
+            let candidates = [
+                (top[2 * j], top_idx + 2 * j),
+                (top[2 * j + 1], top_idx + 2 * j + 1),
+                (bottom[2 * j], bottom_idx + 2 * j),
+                (bottom[2 * j + 1], bottom_idx + 2 * j + 1),
+            ];
+            let (mut best, mut best_idx) = candidates[0];
+            for &(v, idx) in &candidates[1..] {
+                #[allow(clippy::eq_op)]
+                let is_nan = v != v;
+                if v > best || is_nan {
+                    best = v;
+                    best_idx = idx;
+                }
+            }
+            *o = best;
+            *a = best_idx as u32;
+        }
+    }
 }
 
 impl CustomOp1 for MaxPool {
