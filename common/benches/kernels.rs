@@ -67,9 +67,10 @@ impl Conv {
     }
 }
 
-/// Training-mode batch norm: `kernels::batch_norm_train`, which is one fused op on the
-/// fast path and the textbook chain of candle ops (mean, centre, variance, scale, shift)
-/// when candle's ops are forced. Running statistics are left out of the step.
+/// Training-mode batch norm + ReLU: `kernels::batch_norm_relu_train`, which is one fused
+/// op on the fast path and the textbook chain of candle ops (mean, centre, variance,
+/// scale, shift, ReLU) when candle's ops are forced. Running statistics are left out of
+/// the step.
 struct BatchNorm {
     gamma: Var,
     beta: Var,
@@ -82,8 +83,9 @@ impl BatchNorm {
             beta: Var::from_tensor(&Tensor::zeros(c, DType::F32, dev)?)?,
         })
     }
-    fn forward(&self, xs: &Tensor) -> Result<Tensor> {
-        Ok(kernels::batch_norm_train(xs, self.gamma.as_tensor(), self.beta.as_tensor(), 1e-5)?.0)
+    fn forward_relu(&self, xs: &Tensor) -> Result<Tensor> {
+        let (gamma, beta) = (self.gamma.as_tensor(), self.beta.as_tensor());
+        Ok(kernels::batch_norm_relu_train(xs, gamma, beta, 1e-5)?.0)
     }
 }
 
@@ -107,10 +109,11 @@ impl DoubleConv {
         let mut xs = xs.clone();
         for (conv, norm) in self.convs.iter().zip(&self.norms) {
             xs = conv.forward(&xs)?;
-            if use_bn {
-                xs = norm.forward(&xs)?;
-            }
-            xs = xs.relu()?;
+            xs = if use_bn {
+                norm.forward_relu(&xs)?
+            } else {
+                kernels::relu(&xs)?
+            };
         }
         Ok(xs)
     }
@@ -331,7 +334,7 @@ fn make_case(name: &str, dev: &Device) -> Result<Case> {
                 let mut xs = x.clone();
                 for layer in &convs {
                     xs = match layer {
-                        Some(conv) => conv.forward(&xs)?.relu()?,
+                        Some(conv) => kernels::relu(&conv.forward(&xs)?)?,
                         None => kernels::max_pool2d(&xs, 2)?,
                     };
                 }

@@ -1,6 +1,6 @@
-//! Tests of `common::kernels::batch_norm_train`: output, batch statistics and the three
-//! gradients against the same formula written with candle ops, central finite
-//! differences in f64, and errors on bad input.
+//! Tests of `common::kernels::batch_norm_train` and `batch_norm_relu_train`: output,
+//! batch statistics and the three gradients against the same formula written with candle
+//! ops, central finite differences in f64, and errors on bad input.
 
 use candle::{DType, Device, Tensor, Var};
 use common::kernels;
@@ -104,13 +104,63 @@ fn batch_norm_output_is_normalised() -> Result<()> {
 }
 
 #[test]
+fn batch_norm_relu_matches_batch_norm_then_relu() -> Result<()> {
+    for (i, shape) in [[2, 3, 5, 7], [3, 4, 6, 5]].into_iter().enumerate() {
+        let c = shape[1];
+        let x = Var::from_tensor(&random(&shape, DType::F32, 60 + i as u64)?)?;
+        let gamma = Var::from_tensor(&random(&[c], DType::F32, 70 + i as u64)?)?;
+        let beta = Var::from_tensor(&random(&[c], DType::F32, 80 + i as u64)?)?;
+        let r = random(&shape, DType::F32, 90 + i as u64)?;
+        let run = |fused: bool| -> Result<Vec<Tensor>> {
+            let (xs, g, b) = (x.as_tensor(), gamma.as_tensor(), beta.as_tensor());
+            let (ys, mean, var) = if fused {
+                kernels::batch_norm_relu_train(xs, g, b, 1e-5)?
+            } else {
+                let (ys, mean, var) = reference(xs, g, b, 1e-5)?;
+                (ys.relu()?, mean, var)
+            };
+            let grads = (&ys * &r)?.sum_all()?.backward()?;
+            let get = |v: &Var| grads.get(v.as_tensor()).cloned().expect("missing gradient");
+            Ok(vec![ys, mean, var, get(&x), get(&gamma), get(&beta)])
+        };
+        let (ours, theirs) = (run(true)?, run(false)?);
+        // Some outputs are clipped, so the ReLU's mask matters for every gradient.
+        let clipped = ours[0].eq(0f32)?.to_dtype(DType::F32)?.sum_all()?;
+        assert!(
+            clipped.to_scalar::<f32>()? > 0.0,
+            "case {i}: no output clipped"
+        );
+        for (what, (a, b)) in ["y", "mean", "var", "dx", "dgamma", "dbeta"]
+            .iter()
+            .zip(ours.iter().zip(&theirs))
+        {
+            let err = rel_err(a, b)?;
+            assert!(err < 1e-4, "case {i} {shape:?}: {what} differs by {err:e}");
+        }
+    }
+    Ok(())
+}
+
+#[test]
 fn batch_norm_gradients_match_finite_differences_f64() -> Result<()> {
+    for fuse_relu in [false, true] {
+        batch_norm_finite_differences(fuse_relu)?;
+    }
+    Ok(())
+}
+
+fn batch_norm_finite_differences(fuse_relu: bool) -> Result<()> {
     let x = random(&[2, 3, 4, 3], DType::F64, 50)?;
     let gamma = random(&[3], DType::F64, 51)?;
     let beta = random(&[3], DType::F64, 52)?;
     let r = random(&[2, 3, 4, 3], DType::F64, 53)?;
     let loss = |x: &Tensor, g: &Tensor, b: &Tensor| -> Result<Tensor> {
-        (kernels::batch_norm_train(x, g, b, 1e-5)?.0 * &r)?.sum_all()
+        let ys = if fuse_relu {
+            kernels::batch_norm_relu_train(x, g, b, 1e-5)?.0
+        } else {
+            kernels::batch_norm_train(x, g, b, 1e-5)?.0
+        };
+        (ys * &r)?.sum_all()
     };
     let (xv, gv, bv) = (
         Var::from_tensor(&x)?,
@@ -142,7 +192,7 @@ fn batch_norm_gradients_match_finite_differences_f64() -> Result<()> {
         }
         assert!(
             max_err < 1e-5,
-            "argument {arg}: max relative error {max_err:e}"
+            "argument {arg} (ReLU fused: {fuse_relu}): max relative error {max_err:e}"
         );
     }
     Ok(())

@@ -263,28 +263,30 @@ struct Mat<'a, T> {
 /// An output buffer that several rayon tasks write at once, each to its own disjoint
 /// region (the callers below say why their regions are disjoint).
 #[derive(Clone, Copy)]
-struct SharedOut<T> {
+struct SharedOut<'a, T> {
     ptr: *mut T,
     len: usize,
+    _borrow: std::marker::PhantomData<&'a mut [T]>,
 }
 
 // SAFETY: the pointer is only used to write regions that no other task touches, while
 // the `&mut [T]` it came from is borrowed by the parallel loop.
-unsafe impl<T: Send> Send for SharedOut<T> {}
-unsafe impl<T: Send> Sync for SharedOut<T> {}
+unsafe impl<T: Send> Send for SharedOut<'_, T> {}
+unsafe impl<T: Send> Sync for SharedOut<'_, T> {}
 
-impl<T> SharedOut<T> {
-    fn new(out: &mut [T]) -> Self {
+impl<'a, T> SharedOut<'a, T> {
+    fn new(out: &'a mut [T]) -> Self {
         Self {
             ptr: out.as_mut_ptr(),
             len: out.len(),
+            _borrow: std::marker::PhantomData,
         }
     }
     /// The buffer from element `offset` on.
     ///
     /// # Safety
     /// No other task may read or write the elements this task writes through the result.
-    unsafe fn from(&self, offset: usize) -> &mut [T] {
+    unsafe fn from(self, offset: usize) -> &'a mut [T] {
         assert!(offset <= self.len, "kernels: output offset out of range");
         // SAFETY: in bounds (checked); exclusivity of the written region is the caller's.
         unsafe { std::slice::from_raw_parts_mut(self.ptr.add(offset), self.len - offset) }

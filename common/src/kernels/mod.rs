@@ -1,13 +1,14 @@
 //! Fast CPU convolution and pooling: im2col + `gemm` kernels as candle custom ops, with
 //! backward passes built from the same kernels, and a switch back to candle's own ops.
 //!
-//! [`conv2d`], [`conv2d_bias`], [`conv_transpose2d`], [`max_pool2d`] and
-//! [`batch_norm_train`] run the custom ops for f32/f64 tensors on the CPU (made contiguous
+//! [`conv2d`], [`conv2d_bias`], [`conv_transpose2d`], [`max_pool2d`], [`relu`],
+//! [`batch_norm_train`] and [`batch_norm_relu_train`] run the custom ops for f32/f64 tensors on the CPU (made contiguous
 //! first) and candle's ops otherwise (CUDA, f16/bf16), or everywhere when
 //! `SEGKIT_CANDLE_OPS=1` is set or [`set_force_candle_ops`]`(true)` was called. Weight
 //! layouts follow PyTorch: conv `(c_out, c_in, kh, kw)`, transposed conv
 //! `(c_in, c_out, kh, kw)`.
 
+mod activation;
 mod conv;
 mod norm;
 mod pool;
@@ -291,6 +292,35 @@ pub fn max_pool2d(xs: &Tensor, k: usize) -> candle::Result<Tensor> {
         .max(3)
 }
 
+/// `max(0, x)` (NaN kept, as PyTorch), differentiable to first order on the fast path; the
+/// gradient is zero where the output is not positive, as PyTorch's (candle's own ReLU,
+/// used on the other paths, passes the gradient at exactly 0).
+///
+/// # Shapes
+/// any -> the same.
+pub fn relu(xs: &Tensor) -> candle::Result<Tensor> {
+    if uses_fast_path(xs) {
+        xs.contiguous()?.apply_op1(activation::Relu)
+    } else {
+        xs.relu()
+    }
+}
+
+/// [`batch_norm_train`] followed by a ReLU, `(max(0, y), mean, var)`: one fused op on the
+/// fast path (the ReLU costs neither a pass nor candle's ReLU backward), the two ops
+/// otherwise.
+///
+/// # Shapes
+/// `xs (N, C, H, W)`, `gamma (C)`, `beta (C)` -> `(N, C, H, W)`, `(C)`, `(C)`.
+pub fn batch_norm_relu_train(
+    xs: &Tensor,
+    gamma: &Tensor,
+    beta: &Tensor,
+    eps: f64,
+) -> candle::Result<(Tensor, Tensor, Tensor)> {
+    batch_norm_train_impl(xs, gamma, beta, eps, true)
+}
+
 /// Training-mode batch normalisation over `(N, C, H, W)` with batch statistics: returns
 /// `(y, mean, var)` where `y = (x - mean) / sqrt(var + eps) * gamma + beta` and `mean`,
 /// `var` `(C)` are the per-channel batch mean and biased variance (detached; for running
@@ -304,6 +334,16 @@ pub fn batch_norm_train(
     gamma: &Tensor,
     beta: &Tensor,
     eps: f64,
+) -> candle::Result<(Tensor, Tensor, Tensor)> {
+    batch_norm_train_impl(xs, gamma, beta, eps, false)
+}
+
+fn batch_norm_train_impl(
+    xs: &Tensor,
+    gamma: &Tensor,
+    beta: &Tensor,
+    eps: f64,
+    fuse_relu: bool,
 ) -> candle::Result<(Tensor, Tensor, Tensor)> {
     let Ok((_, c, _, _)) = xs.dims4() else {
         candle::bail!("batch_norm_train: input {:?} must have rank 4", xs.dims())
@@ -331,6 +371,7 @@ pub fn batch_norm_train(
         let stats = std::sync::Arc::new(OnceLock::new());
         let op = norm::BatchNormFwd {
             eps,
+            relu: fuse_relu,
             stats: stats.clone(),
         };
         let ys = xs
@@ -356,6 +397,7 @@ pub fn batch_norm_train(
     let ys = normed
         .broadcast_mul(&gamma.reshape(shape)?)?
         .broadcast_add(&beta.reshape(shape)?)?;
+    let ys = if fuse_relu { ys.relu()? } else { ys };
     Ok((
         ys,
         mean.flatten_all()?.detach(),

@@ -121,6 +121,21 @@ impl ModuleT for BatchNorm2d {
     /// # Shapes
     /// `(N, C, H, W) -> (N, C, H, W)`
     fn forward_t(&self, xs: &Tensor, train: bool) -> Result<Tensor> {
+        self.forward_maybe_relu(xs, train, false)
+    }
+}
+
+impl BatchNorm2d {
+    /// `forward_t` followed by a ReLU; in training on the CPU fast path the two are one
+    /// fused kernel (`kernels::batch_norm_relu_train`).
+    ///
+    /// # Shapes
+    /// `(N, C, H, W) -> (N, C, H, W)`
+    pub fn forward_relu_t(&self, xs: &Tensor, train: bool) -> Result<Tensor> {
+        self.forward_maybe_relu(xs, train, true)
+    }
+
+    fn forward_maybe_relu(&self, xs: &Tensor, train: bool, relu: bool) -> Result<Tensor> {
         let (n, c, h, w) = match xs.dims() {
             &[n, c, h, w] => (n, c, h, w),
             dims => bail!("BatchNorm2d expects an (N, C, H, W) tensor, got shape {dims:?}"),
@@ -138,7 +153,12 @@ impl ModuleT for BatchNorm2d {
                 .detach()
                 .to_dtype(xs.dtype())?;
             let var = self.running_var.as_tensor().detach().to_dtype(xs.dtype())?;
-            return self.normalise(xs, &mean, &var);
+            let ys = self.normalise(xs, &mean, &var)?;
+            return if relu {
+                crate::kernels::relu(&ys)
+            } else {
+                Ok(ys)
+            };
         }
         let m = n * h * w;
         if m < 2 {
@@ -148,8 +168,14 @@ impl ModuleT for BatchNorm2d {
             );
         }
         let (ys, mean, var) = if crate::kernels::uses_fast_path(xs) {
-            // One fused CPU kernel: normalised output and (C) batch mean and biased variance.
-            crate::kernels::batch_norm_train(xs, &self.weight, &self.bias, self.config.eps)?
+            // One fused CPU kernel: normalised output (and ReLU) and (C) batch mean and
+            // biased variance.
+            let eps = self.config.eps;
+            if relu {
+                crate::kernels::batch_norm_relu_train(xs, &self.weight, &self.bias, eps)?
+            } else {
+                crate::kernels::batch_norm_train(xs, &self.weight, &self.bias, eps)?
+            }
         } else {
             // (N, C, H, W) -> (C, N*H*W): statistics per channel.
             let flat = xs.transpose(0, 1)?.reshape((c, m))?;
@@ -157,6 +183,7 @@ impl ModuleT for BatchNorm2d {
             let centred = flat.broadcast_sub(&mean.unsqueeze(1)?)?;
             let var = centred.sqr()?.mean(1)?; // (C), biased
             let ys = self.normalise(xs, &mean, &var)?;
+            let ys = if relu { ys.relu()? } else { ys };
             (ys, mean, var)
         };
 
