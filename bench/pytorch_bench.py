@@ -1,12 +1,15 @@
-"""PyTorch CPU twin of `cargo bench -p common --bench kernels`: the same four cases.
+"""PyTorch CPU twin of `cargo bench -p common --bench kernels` (and of
+`cargo bench -p assignment4-unet --bench train_step`): the same cases.
 
 Cases: a 64->64 3x3 conv (padding 1) on 4x64x128x128, forward and forward+backward
 (input and weight gradients); a mini U-Net training step (32/64/128 channels, two 2x2
 max-pool downs, two 2x2 stride-2 transposed-conv ups with skips, BatchNorm, ReLU, pixel
 cross-entropy, AdamW) on 4x3x128x128; the VGG11 conv stack forward on 1x3x224x224 with
-random weights. Prints median ms per call (after one warm-up), GFLOP/s of the
-convolutions only (backward counted as twice the forward) and the peak resident memory
-of a process that runs that case alone (ru_maxrss), with torch.set_num_threads = cores.
+random weights; and assignment 4's U-Net at its default width 16 (4 downs, transposed-conv
+ups, cross-entropy + Dice, Adam) on 4x3x256x256. Prints median ms per call (after one
+warm-up), GFLOP/s of the convolutions only (backward counted as twice the forward) and the
+peak resident memory of a process that runs that case alone (ru_maxrss), with
+torch.set_num_threads = cores.
 
     python3 bench/pytorch_bench.py [--runs 5] [--case conv-fwd]
 """
@@ -23,7 +26,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-CASES = ["conv-fwd", "conv-fwd-bwd", "unet-train-step", "vgg11-fwd"]
+CASES = ["conv-fwd", "conv-fwd-bwd", "unet-train-step", "vgg11-fwd", "unet-default-step"]
 
 
 def conv_flops(conv, n, h, w):
@@ -79,6 +82,44 @@ class MiniUnet(nn.Module):
         )
 
 
+class Unet(nn.Module):
+    """milesial/Pytorch-UNet with transposed-conv ups at width w (assignment 4's net)."""
+
+    def __init__(self, w, n_classes=2):
+        super().__init__()
+        self.inc = DoubleConv(3, w)
+        self.downs = nn.ModuleList(DoubleConv(w << i, w << (i + 1)) for i in range(4))
+        self.ups = nn.ModuleList(nn.ConvTranspose2d(w << (i + 1), w << i, 2, stride=2) for i in reversed(range(4)))
+        self.decs = nn.ModuleList(DoubleConv(w << (i + 1), w << i) for i in reversed(range(4)))
+        self.outc = nn.Conv2d(w, n_classes, 1)
+
+    def forward(self, x):
+        skips = [self.inc(x)]
+        for down in self.downs:
+            skips.append(down(F.max_pool2d(skips[-1], 2)))
+        x = skips.pop()
+        for up, dec in zip(self.ups, self.decs):
+            x = dec(torch.cat([skips.pop(), up(x)], 1))
+        return self.outc(x)
+
+    def flops(self, n, h, w):
+        f = self.inc.flops(n, h, w)
+        for i, down in enumerate(self.downs):
+            f += down.flops(n, h >> (i + 1), w >> (i + 1))
+        for i, (up, dec) in zip(reversed(range(4)), zip(self.ups, self.decs)):
+            f += conv_flops(up, n, h >> (i + 1), w >> (i + 1)) + dec.flops(n, h >> i, w >> i)
+        return f + conv_flops(self.outc, n, h, w)
+
+
+def ce_dice(logits, targets):
+    """Pixel cross-entropy + soft Dice (eps 1), as common::loss::ce_dice_loss."""
+    probs = logits.softmax(1)
+    one_hot = F.one_hot(targets, logits.shape[1]).permute(0, 3, 1, 2).float()
+    inter = (probs * one_hot).sum((0, 2, 3))
+    dice = (2 * inter + 1) / (probs.sum((0, 2, 3)) + one_hot.sum((0, 2, 3)) + 1)
+    return F.cross_entropy(logits, targets) + 1 - dice.mean()
+
+
 def make_case(name):
     """Returns (callable doing one call, FLOPs of one call)."""
     if name in ("conv-fwd", "conv-fwd-bwd"):
@@ -132,6 +173,19 @@ def make_case(name):
             assert out.shape == (1, 512, 7, 7)
 
         return run, flops
+    if name == "unet-default-step":
+        # `cargo bench -p assignment4-unet --bench train_step`: width 16, 4 x 3 x 256 x 256.
+        n, size = 4, 256
+        model = Unet(16)
+        images, targets = torch.randn(n, 3, size, size), torch.randint(0, 2, (n, size, size))
+        optim = torch.optim.Adam(model.parameters(), lr=2e-3)
+
+        def run():
+            optim.zero_grad(set_to_none=True)
+            ce_dice(model(images), targets).backward()
+            optim.step()
+
+        return run, 3 * model.flops(n, size, size)
     raise SystemExit(f"unknown case {name!r}; cases: {CASES}")
 
 
