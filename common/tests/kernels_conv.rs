@@ -123,6 +123,10 @@ fn transpose_cases() -> Vec<([usize; 4], [usize; 4], ConvTranspose2dParams)> {
         ([3, 5, 4, 3], [5, 4, 4, 4], p(2, 1, 0, 1)),
         ([2, 6, 3, 3], [6, 2, 1, 1], p(1, 0, 0, 1)),
         ([4, 3, 7, 5], [3, 3, 3, 3], p(1, 1, 0, 1)),
+        // Padding wider than the window (2 > k - 1 = 1): no flipped-kernel conv exists.
+        ([1, 2, 5, 6], [2, 3, 2, 2], p(1, 2, 0, 1)),
+        // Stride 1 with 8 output channels: the transposed conv runs as a flipped-kernel conv.
+        ([2, 3, 5, 4], [3, 8, 3, 3], p(1, 1, 0, 1)),
     ]
 }
 

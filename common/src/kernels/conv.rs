@@ -106,7 +106,8 @@ impl ConvGeom {
             && !self.is_pointwise()
             && self.h + 2 * self.padding == self.oh + span
             && self.w + 2 * self.padding == self.ow + span;
-        fits.then_some(ConvGeom {
+        // `then`, not `then_some`: the padding is only defined when the window fits.
+        fits.then(|| ConvGeom {
             c_in: self.c_out,
             h: self.oh,
             w: self.ow,
