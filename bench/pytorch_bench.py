@@ -1,12 +1,16 @@
-"""PyTorch CPU twin of `cargo bench -p common --bench kernels` (and of
-`cargo bench -p assignment4-unet --bench train_step`): the same cases.
+"""PyTorch CPU twin of `cargo bench -p common --bench kernels` and of the assignment
+benches (`cargo bench -p assignment4-unet --bench train_step`,
+`cargo bench -p assignment3-hypercolumn-voc --bench head_step`): the same cases.
 
 Cases: a 64->64 3x3 conv (padding 1) on 4x64x128x128, forward and forward+backward
 (input and weight gradients); a mini U-Net training step (32/64/128 channels, two 2x2
 max-pool downs, two 2x2 stride-2 transposed-conv ups with skips, BatchNorm, ReLU, pixel
 cross-entropy, AdamW) on 4x3x128x128; the VGG11 conv stack forward on 1x3x224x224 with
-random weights; and assignment 4's U-Net at its default width 16 (4 downs, transposed-conv
-ups, cross-entropy + Dice, Adam) on 4x3x256x256. Prints median ms per call (after one
+random weights; assignment 4's U-Net at its default width 16 (4 downs, transposed-conv
+ups, cross-entropy + Dice, Adam) on 4x3x256x256 (`cargo bench -p assignment4-unet`); and
+assignment 3's head fine-tuning step (`cargo bench -p assignment3-hypercolumn-voc`): 1x1
+convs 1472-128-128-11, the first per VGG16 tap at the tap's resolution then bilinearly
+upsampled to 90x120, pixel cross-entropy, Adam, batch 4. Prints median ms per call (after one
 warm-up), GFLOP/s of the convolutions only (backward counted as twice the forward) and the
 peak resident memory of a process that runs that case alone (ru_maxrss), with
 torch.set_num_threads = cores.
@@ -26,7 +30,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-CASES = ["conv-fwd", "conv-fwd-bwd", "unet-train-step", "vgg11-fwd", "unet-default-step"]
+CASES = ["conv-fwd", "conv-fwd-bwd", "unet-train-step", "vgg11-fwd", "unet-default-step", "a3-head-step"]
 
 
 def conv_flops(conv, n, h, w):
@@ -186,6 +190,34 @@ def make_case(name):
             optim.step()
 
         return run, 3 * model.flops(n, size, size)
+    if name == "a3-head-step":
+        n, (fh, fw), hidden, k = 4, (90, 120), 128, 11
+        shapes = [(64, 90, 120), (128, 90, 120), (256, 45, 60), (512, 22, 30), (512, 11, 15)]
+        taps = [torch.rand(n, c, h, w) * 4 for c, h, w in shapes]
+        z = sum(c for c, _, _ in shapes)
+        conv1, conv2, conv3 = nn.Conv2d(z, hidden, 1), nn.Conv2d(hidden, hidden, 1), nn.Conv2d(hidden, k, 1)
+        labels = torch.randint(0, k, (n, fh, fw))
+        params = [*conv1.parameters(), *conv2.parameters(), *conv3.parameters()]
+        optim = torch.optim.Adam(params, lr=1e-4)
+
+        def forward():
+            total, offset = conv1.bias.view(1, -1, 1, 1), 0
+            for tap in taps:
+                c = tap.shape[1]
+                part = F.conv2d(tap, conv1.weight[:, offset:offset + c])
+                offset += c
+                if part.shape[2:] != (fh, fw):
+                    part = F.interpolate(part, size=(fh, fw), mode="bilinear", align_corners=False)
+                total = total + part
+            return conv3(F.relu(conv2(F.relu(total))))
+
+        def run():
+            optim.zero_grad(set_to_none=True)
+            F.cross_entropy(forward(), labels).backward()
+            optim.step()
+
+        first = sum(hidden * c * h * w for c, h, w in shapes)
+        return run, 3 * 2.0 * n * (first + (hidden * hidden + k * hidden) * fh * fw)
     raise SystemExit(f"unknown case {name!r}; cases: {CASES}")
 
 

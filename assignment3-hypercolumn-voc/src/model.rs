@@ -309,12 +309,10 @@ impl Backbone {
         let mut taps = Vec::with_capacity(self.blocks.len());
         for (block_index, block) in self.blocks.iter().enumerate() {
             if block_index > 0 {
-                // The frozen stack needs no gradient, so candle's own pool (fast,
-                // forward right; only its backward is wrong) is fine here.
-                xs = xs.max_pool2d(2)?;
+                xs = common::kernels::max_pool2d(&xs, 2)?;
             }
             for conv in block {
-                xs = conv.forward(&xs)?.relu()?;
+                xs = common::kernels::relu(&conv.forward(&xs)?)?;
             }
             taps.push(xs.clone());
         }
@@ -427,8 +425,8 @@ impl Head {
     /// `(B, Z) -> (B, K)`
     pub fn forward(&self, features: &Tensor) -> candle::Result<Tensor> {
         let xs = self.norm.apply_rows(features)?;
-        let xs = self.fc1.forward(&xs)?.relu()?;
-        let xs = self.fc2.forward(&xs)?.relu()?;
+        let xs = common::kernels::relu(&self.fc1.forward(&xs)?)?;
+        let xs = common::kernels::relu(&self.fc2.forward(&xs)?)?;
         self.fc3.forward(&xs)
     }
 
@@ -456,23 +454,14 @@ pub struct ConvHead {
     conv3: Conv2d,
 }
 
-/// A 1x1 convolution as one matrix product: same numbers as `conv.forward`, but
-/// with a cheap backward (candle's conv2d input gradient is a slow direct loop).
+/// A 1x1 convolution with an optional bias: `common::kernels::conv2d_bias`, which on the
+/// CPU is one matrix product per image (no im2col) with the bias fused in, and candle's
+/// conv2d elsewhere.
 ///
 /// # Shapes
 /// `(N, C, H, W)` with weight `(O, C, 1, 1)` -> `(N, O, H, W)`
 fn conv1x1(xs: &Tensor, weight: &Tensor, bias: Option<&Tensor>) -> candle::Result<Tensor> {
-    let (n, c, h, w) = xs.dims4()?;
-    let out = weight.dim(0)?;
-    // (O, C, 1, 1) -> (O, C); (O, C) · (N, C, H*W) -> (N, O, H*W)
-    let weight = weight.reshape((out, c))?;
-    let ys = weight
-        .broadcast_matmul(&xs.reshape((n, c, h * w))?)?
-        .reshape((n, out, h, w))?;
-    match bias {
-        Some(b) => ys.broadcast_add(&b.reshape((1, out, 1, 1))?),
-        None => Ok(ys),
-    }
+    common::kernels::conv2d_bias(xs, weight, bias, &common::kernels::Conv2dParams::default())
 }
 
 impl ConvHead {
@@ -501,8 +490,8 @@ impl ConvHead {
     /// `(N, Z, H, W) -> (N, K, H, W)`
     pub fn forward_hypercolumns(&self, hypercolumns: &Tensor) -> candle::Result<Tensor> {
         let xs = self.norm.apply_maps(hypercolumns)?;
-        let xs = self.conv1.forward(&xs)?.relu()?;
-        let xs = self.conv2.forward(&xs)?.relu()?;
+        let xs = common::kernels::relu(&self.conv1.forward(&xs)?)?;
+        let xs = common::kernels::relu(&self.conv2.forward(&xs)?)?;
         self.conv3.forward(&xs)
     }
 
@@ -568,10 +557,8 @@ impl ConvHead {
         let Some(sum) = sum else {
             candle::bail!("forward_taps needs at least one tap");
         };
-        let xs = sum
-            .broadcast_add(&b_folded.reshape((1, hidden, 1, 1))?)?
-            .relu()?;
-        let xs = conv1x1(&xs, self.conv2.weight(), self.conv2.bias())?.relu()?;
+        let xs = common::kernels::relu(&sum.broadcast_add(&b_folded.reshape((1, hidden, 1, 1))?)?)?;
+        let xs = common::kernels::relu(&conv1x1(&xs, self.conv2.weight(), self.conv2.bias())?)?;
         conv1x1(&xs, self.conv3.weight(), self.conv3.bias())
     }
 }

@@ -1,0 +1,120 @@
+//! Benchmark of one assignment-3 fine-tuning step of the convolutionalised head at the
+//! default sizes: a batch of 4 images' VGG16 taps for a 180x240 input (Z = 1472 channels,
+//! as `prepare_taps` keeps them: 64 + 128 at 90x120, 256 at 45x60, 512 at 22x30, 512 at
+//! 11x15), head 1472-128-128-11 through `ConvHead::forward_taps` (first layer per tap at
+//! its own resolution, then bilinear upsampling), pixel cross-entropy at 90x120 and Adam:
+//! `common`'s fast CPU kernels against candle's own ops (`set_force_candle_ops`).
+//!
+//! `cargo bench -p assignment3-hypercolumn-voc --bench head_step [-- --runs N]` prints the
+//! median ms per step over N timed steps (default 5) after one warm-up, the 1x1-conv
+//! GFLOP/s (backward counted as twice the forward) and the speed-up over candle's ops.
+//! The PyTorch twin is the `a3-head-step` case of `bench/pytorch_bench.py`.
+
+use std::time::Instant;
+
+use assignment3_hypercolumn_voc::model::{head, FeatureNorm, HeadConfig};
+use candle::{DType, Device, Tensor};
+use candle_nn::VarMap;
+use common::kernels;
+use common::optim::{param_group, Adam, AdamConfig, Optimizer};
+
+const BATCH: usize = 4;
+const FEATURES: (usize, usize) = (90, 120);
+/// `(channels, height, width)` of the VGG16 taps as the head receives them.
+const TAPS: [(usize, usize, usize); 5] = [
+    (64, 90, 120),
+    (128, 90, 120),
+    (256, 45, 60),
+    (512, 22, 30),
+    (512, 11, 15),
+];
+const HIDDEN: usize = 128;
+const CLASSES: usize = 11;
+
+/// 1x1-conv FLOPs of one forward pass: the first layer per tap at its resolution, the
+/// other two at the feature resolution.
+fn head_flops() -> f64 {
+    let first: usize = TAPS.iter().map(|&(c, h, w)| HIDDEN * c * h * w).sum();
+    let rest = (HIDDEN * HIDDEN + CLASSES * HIDDEN) * FEATURES.0 * FEATURES.1;
+    2.0 * (BATCH * (first + rest)) as f64
+}
+
+/// Median ms of `runs` fine-tuning steps after one warm-up, with or without candle's ops.
+fn time_steps(force_candle: bool, runs: usize) -> anyhow::Result<f64> {
+    kernels::set_force_candle_ops(force_candle);
+    let device = Device::Cpu;
+    let z: usize = TAPS.iter().map(|t| t.0).sum();
+    // The normalisation fitted on 64 random hypercolumns, as phase 1 fits it on samples.
+    let samples =
+        ndarray::Array2::from_shape_fn((64, z), |(i, j)| ((i * 31 + j * 17) % 97) as f32 / 97.0);
+    let norm = FeatureNorm::fit(&samples, &device)?;
+    let varmap = VarMap::new();
+    let vb = common::init::seeded_var_builder(&varmap, 0, DType::F32, &device);
+    let cfg = HeadConfig {
+        feature_dim: z,
+        hidden: HIDDEN,
+        n_classes: CLASSES,
+    };
+    let conv_head = head(&cfg, norm, vb)?.convolutionalize()?;
+    let mut optimizer = Adam::new(
+        vec![param_group("head", &varmap, None, 1.0)],
+        AdamConfig::adam(1e-4),
+    )?;
+    let taps = TAPS
+        .iter()
+        .map(|&(c, h, w)| Tensor::rand(0f32, 4., (BATCH, c, h, w), &device))
+        .collect::<candle::Result<Vec<_>>>()?;
+    let (fh, fw) = FEATURES;
+    let labels = (Tensor::rand(0f32, CLASSES as f32, (BATCH, fh, fw), &device)?.floor()?)
+        .to_dtype(DType::U32)?
+        .minimum(CLASSES as u32 - 1)?;
+    let mut step = || -> anyhow::Result<()> {
+        let logits = conv_head.forward_taps(&taps, fh, fw)?;
+        let loss = common::loss::pixel_cross_entropy(&logits, &labels, None)?;
+        anyhow::ensure!(loss.to_scalar::<f32>()?.is_finite(), "loss is not finite");
+        optimizer.step(&loss.backward()?)?;
+        Ok(())
+    };
+    step()?;
+    let mut times = Vec::with_capacity(runs);
+    for _ in 0..runs {
+        let start = Instant::now();
+        step()?;
+        times.push(start.elapsed().as_secs_f64() * 1e3);
+    }
+    times.sort_by(f64::total_cmp);
+    Ok(times[times.len() / 2])
+}
+
+fn main() -> anyhow::Result<()> {
+    let args: Vec<String> = std::env::args().collect();
+    let runs = args
+        .iter()
+        .position(|a| a == "--runs")
+        .and_then(|i| args.get(i + 1))
+        .map(|s| s.parse::<usize>())
+        .transpose()?
+        .unwrap_or(5)
+        .max(1);
+    let flops = 3.0 * head_flops();
+    let fast = time_steps(false, runs)?;
+    let stock = time_steps(true, runs)?;
+    println!(
+        "assignment-3 head fine-tuning step ({BATCH} images, taps of a 180x240 input, head 1472-{HIDDEN}-{HIDDEN}-{CLASSES} at {}x{}), {} rayon threads, median of {runs}",
+        FEATURES.0,
+        FEATURES.1,
+        rayon::current_num_threads()
+    );
+    println!(
+        "{:<18} {:>9} {:>8} {:>10} {:>8} {:>9}",
+        "case", "fast ms", "GFLOP/s", "candle ms", "GFLOP/s", "speed-up"
+    );
+    println!(
+        "{:<18} {fast:>9.1} {:>8.1} {stock:>10.1} {:>8.1} {:>8.2}x",
+        "a3-head-step",
+        flops / fast / 1e6,
+        flops / stock / 1e6,
+        stock / fast
+    );
+    Ok(())
+}
