@@ -539,10 +539,13 @@ impl ConvHead {
             // (hidden, C_i) -> (hidden, C_i, 1, 1)
             let w_tap = w_folded.narrow(1, offset, c)?.reshape((hidden, c, 1, 1))?;
             offset += c;
+            // The folded bias rides on the first tap's convolution (fused there); that is
+            // exact even when the part is resampled afterwards, as bilinear weights sum to 1.
+            let bias = sum.is_none().then_some(&b_folded);
             let part = if h * w > height * width {
-                conv1x1(&resize_bilinear(tap, height, width)?, &w_tap, None)?
+                conv1x1(&resize_bilinear(tap, height, width)?, &w_tap, bias)?
             } else {
-                let part = conv1x1(tap, &w_tap, None)?;
+                let part = conv1x1(tap, &w_tap, bias)?;
                 if (h, w) == (height, width) {
                     part
                 } else {
@@ -557,7 +560,7 @@ impl ConvHead {
         let Some(sum) = sum else {
             candle::bail!("forward_taps needs at least one tap");
         };
-        let xs = common::kernels::relu(&sum.broadcast_add(&b_folded.reshape((1, hidden, 1, 1))?)?)?;
+        let xs = common::kernels::relu(&sum)?;
         let xs = common::kernels::relu(&conv1x1(&xs, self.conv2.weight(), self.conv2.bias())?)?;
         conv1x1(&xs, self.conv3.weight(), self.conv3.bias())
     }
