@@ -5,10 +5,11 @@
 //! its own resolution, then bilinear upsampling), pixel cross-entropy at 90x120 and Adam:
 //! `common`'s fast CPU kernels against candle's own ops (`set_force_candle_ops`).
 //!
-//! `cargo bench -p assignment3-hypercolumn-voc --bench head_step [-- --runs N]` prints the
-//! median ms per step over N timed steps (default 5; `--fast-only` skips candle's ops) after one warm-up, the 1x1-conv
-//! GFLOP/s (backward counted as twice the forward) and the speed-up over candle's ops.
-//! The PyTorch twin is the `a3-head-step` case of `bench/pytorch_bench.py`.
+//! `cargo bench -p assignment3-hypercolumn-voc --bench head_step [-- --runs N]
+//! [--fast-only]` prints the median ms per step over N timed steps (default 5) after one
+//! warm-up, the 1x1-conv GFLOP/s (backward counted as twice the forward) and the speed-up
+//! over candle's ops (`--fast-only` skips candle's ops, for profiling). The PyTorch twin is
+//! the `a3-head-step` case of `bench/pytorch_bench.py`.
 
 use std::time::Instant;
 

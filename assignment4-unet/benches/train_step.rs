@@ -2,10 +2,11 @@
 //! (16), the default batch (4 random 256x256 RGB crops), cross-entropy + Dice and Adam:
 //! `common`'s fast CPU kernels against candle's own ops (`set_force_candle_ops`).
 //!
-//! `cargo bench -p assignment4-unet --bench train_step [-- --runs N]` prints the median ms
-//! per step over N timed steps (default 5; `--fast-only` skips candle's ops) after one warm-up, the convolution GFLOP/s
-//! (backward counted as twice the forward) and the speed-up over candle's ops. The
-//! PyTorch twin is the `unet-default-step` case of `bench/pytorch_bench.py`.
+//! `cargo bench -p assignment4-unet --bench train_step [-- --runs N] [--fast-only]` prints
+//! the median ms per step over N timed steps (default 5) after one warm-up, the
+//! convolution GFLOP/s (backward counted as twice the forward) and the speed-up over
+//! candle's ops (`--fast-only` skips candle's ops, for profiling). The PyTorch twin is the
+//! `unet-default-step` case of `bench/pytorch_bench.py`.
 
 use std::time::Instant;
 
@@ -42,8 +43,9 @@ fn unet_flops(w: usize, n: usize, h: usize, w_px: usize) -> f64 {
         flops += double(c, 2 * c, level);
     }
     for level in (0..4u32).rev() {
-        let c = w << (level + 1); // channels coming up from level + 1
-                                  // 2x2 stride-2 transposed conv c -> c/2, 2 * 4 c (c/2) per input pixel.
+        // c channels come up from level + 1.
+        let c = w << (level + 1);
+        // 2x2 stride-2 transposed conv c -> c/2, 2 * 4 c (c/2) per input pixel.
         flops += 2.0 * 4.0 * (c * c / 2) as f64 * px(level + 1);
         flops += double(c, c / 2, level);
     }

@@ -1,9 +1,11 @@
-//! Fast CPU convolution and pooling: im2col + `gemm` kernels as candle custom ops, with
-//! backward passes built from the same kernels, and a switch back to candle's own ops.
+//! Fast CPU convolution, pooling, BatchNorm and ReLU: im2col + `gemm` kernels and fused
+//! element-wise passes as candle custom ops, with backward passes built from the same
+//! kernels, and a switch back to candle's own ops.
 //!
 //! [`conv2d`], [`conv2d_bias`], [`conv_transpose2d`], [`max_pool2d`], [`relu`],
-//! [`batch_norm_train`] and [`batch_norm_relu_train`] run the custom ops for f32/f64 tensors on the CPU (made contiguous
-//! first) and candle's ops otherwise (CUDA, f16/bf16), or everywhere when
+//! [`batch_norm_train`] and [`batch_norm_relu_train`] run the custom ops for f32/f64
+//! tensors on the CPU (made contiguous first) and candle's ops otherwise (CUDA,
+//! f16/bf16), or everywhere when
 //! `SEGKIT_CANDLE_OPS=1` is set or [`set_force_candle_ops`]`(true)` was called. Weight
 //! layouts follow PyTorch: conv `(c_out, c_in, kh, kw)`, transposed conv
 //! `(c_in, c_out, kh, kw)`.
