@@ -5,6 +5,8 @@ use candle::backend::BackendStorage;
 use candle::{CpuStorage, CustomOp1, CustomOp2, Layout, Shape, Tensor, WithDType};
 use rayon::prelude::*;
 
+use super::storage::{contiguous, run2};
+
 /// Elements per parallel chunk of the element-wise passes.
 const CHUNK: usize = 1 << 14;
 
@@ -14,27 +16,23 @@ pub(crate) struct Relu;
 /// `dx = dy` where the ReLU output `y > 0`, else 0: `(dy, y) -> dx`.
 struct ReluGrad;
 
-fn contiguous<'a, T: WithDType>(
-    s: &'a CpuStorage,
-    l: &Layout,
-    op: &str,
-) -> candle::Result<&'a [T]> {
-    let data = T::cpu_storage_as_slice(s)?;
-    match l.contiguous_offsets() {
-        Some((start, end)) => Ok(&data[start..end]),
-        None => candle::bail!("{op}: operands must be contiguous"),
+/// `max(0, v)` that keeps NaN (as PyTorch): `v <= 0` is false for NaN.
+pub(crate) fn relu_value<T: WithDType>(v: T) -> T {
+    let zero = T::from_f64(0.0);
+    if v <= zero {
+        zero
+    } else {
+        v
     }
 }
 
 fn relu<T: WithDType>(x: &[T]) -> Vec<T> {
-    let zero = T::from_f64(0.0);
-    let mut y = vec![zero; x.len()];
+    let mut y = vec![T::from_f64(0.0); x.len()];
     y.par_chunks_mut(CHUNK)
         .zip(x.par_chunks(CHUNK))
         .for_each(|(ys, xs)| {
             for (y, &x) in ys.iter_mut().zip(xs) {
-                // `x <= 0` is false for NaN, which is kept.
-                *y = if x <= zero { zero } else { x };
+                *y = relu_value(x);
             }
         });
     y
@@ -60,8 +58,12 @@ impl CustomOp1 for Relu {
 
     fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> candle::Result<(CpuStorage, Shape)> {
         let out = match s {
-            CpuStorage::F32(_) => CpuStorage::F32(relu(contiguous::<f32>(s, l, self.name())?)),
-            CpuStorage::F64(_) => CpuStorage::F64(relu(contiguous::<f64>(s, l, self.name())?)),
+            CpuStorage::F32(_) => {
+                CpuStorage::F32(relu(contiguous::<f32>(s, l, self.name(), "input")?))
+            }
+            CpuStorage::F64(_) => {
+                CpuStorage::F64(relu(contiguous::<f64>(s, l, self.name(), "input")?))
+            }
             other => candle::bail!("{}: needs f32 or f64, got {:?}", self.name(), other.dtype()),
         };
         Ok((out, l.shape().clone()))
@@ -87,30 +89,15 @@ impl CustomOp2 for ReluGrad {
         s2: &CpuStorage,
         l2: &Layout,
     ) -> candle::Result<(CpuStorage, Shape)> {
-        if l1.shape() != l2.shape() {
-            candle::bail!(
-                "{}: gradient {:?} and output {:?} differ in shape",
-                self.name(),
-                l1.shape(),
-                l2.shape()
-            )
-        }
-        let out = match (s1, s2) {
-            (CpuStorage::F32(_), CpuStorage::F32(_)) => CpuStorage::F32(relu_grad(
-                contiguous::<f32>(s1, l1, self.name())?,
-                contiguous::<f32>(s2, l2, self.name())?,
-            )),
-            (CpuStorage::F64(_), CpuStorage::F64(_)) => CpuStorage::F64(relu_grad(
-                contiguous::<f64>(s1, l1, self.name())?,
-                contiguous::<f64>(s2, l2, self.name())?,
-            )),
-            _ => candle::bail!(
-                "{}: needs two f32 or two f64 tensors, got {:?} and {:?}",
-                self.name(),
-                s1.dtype(),
-                s2.dtype()
-            ),
-        };
+        // Gradient and output must have one shape; run2 checks both against the gradient's.
+        let shape = l1.shape().clone();
+        let out = run2(
+            self.name(),
+            (s1, l1, shape.clone()),
+            (s2, l2, shape),
+            |dy, y| Ok(relu_grad(dy, y)),
+            |dy, y| Ok(relu_grad(dy, y)),
+        )?;
         Ok((out, l1.shape().clone()))
     }
 }

@@ -28,6 +28,8 @@ use candle::{CpuStorage, CustomOp2, Layout, Shape, Tensor, WithDType};
 use gemm::Parallelism;
 use rayon::prelude::*;
 
+use super::storage::{run2, slice};
+
 /// Upper bound on the elements of one im2col tile buffer (1 MiB of f32: it stays in a
 /// core's L2 cache between im2col and gemm, measured 7-15% faster than 4 MiB).
 pub(crate) const TILE_ELEMS: usize = 1 << 18;
@@ -645,54 +647,6 @@ pub(crate) fn conv_bwd_weight<T: WithDType>(
         }
     }
     Ok(dw)
-}
-
-/// The contiguous slice of a storage, or an error naming the op and the operand.
-fn slice<'a, T: WithDType>(
-    s: &'a CpuStorage,
-    l: &Layout,
-    expected: &Shape,
-    op: &str,
-    what: &str,
-) -> candle::Result<&'a [T]> {
-    if l.shape() != expected {
-        candle::bail!(
-            "{op}: {what} has shape {:?}, expected {expected:?}",
-            l.shape()
-        )
-    }
-    let data = T::cpu_storage_as_slice(s)?;
-    match l.contiguous_offsets() {
-        Some((start, end)) => Ok(&data[start..end]),
-        None => candle::bail!("{op}: {what} must be contiguous"),
-    }
-}
-
-/// Runs a kernel on two CPU storages of the same float dtype (f32 or f64).
-fn run2(
-    op: &str,
-    (s1, l1, shape1): (&CpuStorage, &Layout, Shape),
-    (s2, l2, shape2): (&CpuStorage, &Layout, Shape),
-    f32_kernel: impl Fn(&[f32], &[f32]) -> candle::Result<Vec<f32>>,
-    f64_kernel: impl Fn(&[f64], &[f64]) -> candle::Result<Vec<f64>>,
-) -> candle::Result<CpuStorage> {
-    match (s1, s2) {
-        (CpuStorage::F32(_), CpuStorage::F32(_)) => {
-            let a = slice::<f32>(s1, l1, &shape1, op, "first operand")?;
-            let b = slice::<f32>(s2, l2, &shape2, op, "second operand")?;
-            Ok(CpuStorage::F32(f32_kernel(a, b)?))
-        }
-        (CpuStorage::F64(_), CpuStorage::F64(_)) => {
-            let a = slice::<f64>(s1, l1, &shape1, op, "first operand")?;
-            let b = slice::<f64>(s2, l2, &shape2, op, "second operand")?;
-            Ok(CpuStorage::F64(f64_kernel(a, b)?))
-        }
-        _ => candle::bail!(
-            "{op}: needs two f32 or two f64 tensors, got {:?} and {:?}",
-            s1.dtype(),
-            s2.dtype()
-        ),
-    }
 }
 
 /// The gradient `grad()` for `operand`, or `None` without computing it when no variable

@@ -14,6 +14,7 @@ mod activation;
 mod conv;
 mod norm;
 mod pool;
+mod storage;
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::OnceLock;

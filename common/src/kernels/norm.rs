@@ -11,6 +11,9 @@ use candle::backend::BackendStorage;
 use candle::{CpuStorage, CustomOp2, CustomOp3, Layout, Shape, Tensor, WithDType};
 use rayon::prelude::*;
 
+use super::activation::relu_value;
+use super::storage::contiguous;
+
 /// Per-channel batch mean and `1 / sqrt(var + eps)` (biased variance), kept in f64.
 #[derive(Debug)]
 pub(crate) struct Stats {
@@ -39,40 +42,35 @@ struct BatchNormBwd {
     sums: OnceLock<(Vec<f64>, Vec<f64>)>,
 }
 
-fn contiguous<'a, T: WithDType>(
-    s: &'a CpuStorage,
-    l: &Layout,
-    what: &str,
-) -> candle::Result<&'a [T]> {
-    let data = T::cpu_storage_as_slice(s)?;
-    match l.contiguous_offsets() {
-        Some((start, end)) => Ok(&data[start..end]),
-        None => candle::bail!("batch_norm: {what} must be contiguous"),
-    }
-}
-
-/// Lanes of the f64 accumulators in [`lane_sum`]: independent partial sums that the
+/// Lanes of the f64 accumulators in [`lane_sums`]: independent partial sums that the
 /// compiler can keep in one vector register (a single running sum cannot be vectorised).
 const LANES: usize = 8;
 
-/// `sum f(a_i, b_i)` over two equally long slices in f64, accumulated in [`LANES`]
-/// partial sums.
+/// The `K` sums `sum f(a_i, b_i)[k]` over two equally long slices in f64, in one pass,
+/// each accumulated in [`LANES`] partial sums.
 #[inline(always)]
-fn lane_sum<T: WithDType>(a: &[T], b: &[T], f: impl Fn(T, T) -> f64) -> f64 {
-    let mut acc = [0f64; LANES];
+fn lane_sums<T: WithDType, const K: usize>(
+    a: &[T],
+    b: &[T],
+    f: impl Fn(T, T) -> [f64; K],
+) -> [f64; K] {
+    let mut acc = [[0f64; LANES]; K];
     let (a_chunks, b_chunks) = (a.chunks_exact(LANES), b.chunks_exact(LANES));
-    let tail: f64 = a_chunks
-        .remainder()
-        .iter()
-        .zip(b_chunks.remainder())
-        .map(|(&x, &y)| f(x, y))
-        .sum();
-    for (ac, bc) in a_chunks.zip(b_chunks) {
-        for j in 0..LANES {
-            acc[j] += f(ac[j], bc[j]);
+    let mut tail = [0f64; K];
+    for (&x, &y) in a_chunks.remainder().iter().zip(b_chunks.remainder()) {
+        for (t, v) in tail.iter_mut().zip(f(x, y)) {
+            *t += v;
         }
     }
-    acc.iter().sum::<f64>() + tail
+    for (ac, bc) in a_chunks.zip(b_chunks) {
+        for j in 0..LANES {
+            let v = f(ac[j], bc[j]);
+            for k in 0..K {
+                acc[k][j] += v[k];
+            }
+        }
+    }
+    std::array::from_fn(|k| acc[k].iter().sum::<f64>() + tail[k])
 }
 
 /// Per-channel statistics of `x (n, c, hw)`.
@@ -84,11 +82,11 @@ fn stats<T: WithDType>(x: &[T], n: usize, c: usize, hw: usize, eps: f64) -> Stat
             let planes = (0..n).map(|i| &x[(i * c + ch) * hw..(i * c + ch + 1) * hw]);
             let sum: f64 = planes
                 .clone()
-                .map(|p| lane_sum(p, p, |v, _| v.to_f64()))
+                .map(|p| lane_sums(p, p, |v, _| [v.to_f64()])[0])
                 .sum();
             let mean = sum / m;
             let sq: f64 = planes
-                .map(|p| lane_sum(p, p, |v, _| (v.to_f64() - mean).powi(2)))
+                .map(|p| lane_sums(p, p, |v, _| [(v.to_f64() - mean).powi(2)])[0])
                 .sum();
             (mean, sq / m)
         })
@@ -101,15 +99,6 @@ fn stats<T: WithDType>(x: &[T], n: usize, c: usize, hw: usize, eps: f64) -> Stat
 /// expression both passes use, so the backward's ReLU mask matches the forward exactly.
 fn affine<T: WithDType>(x: T, scale: f64, shift: f64) -> T {
     T::from_f64(x.to_f64() * scale + shift)
-}
-
-/// ReLU that keeps NaN (as PyTorch): `v <= 0` is false for NaN.
-fn relu<T: WithDType>(v: T) -> T {
-    if v <= T::from_f64(0.0) {
-        T::from_f64(0.0)
-    } else {
-        v
-    }
 }
 
 fn forward<T: WithDType>(
@@ -129,7 +118,7 @@ fn forward<T: WithDType>(
             let shift = beta[ch].to_f64() - st.mean[ch] * scale;
             if fuse_relu {
                 for (y, &x) in yp.iter_mut().zip(xp) {
-                    *y = relu(affine(x, scale, shift));
+                    *y = relu_value(affine(x, scale, shift));
                 }
             } else {
                 for (y, &x) in yp.iter_mut().zip(xp) {
@@ -176,8 +165,12 @@ fn backward<T: WithDType>(
             for i in 0..n {
                 let range = (i * c + ch) * hw..(i * c + ch + 1) * hw;
                 let (xp, gp) = (&x[range.clone()], &dy[range]);
-                sum_g += lane_sum(xp, gp, |x, g| masked(g, x, aff));
-                sum_gx += lane_sum(xp, gp, |x, g| masked(g, x, aff) * x.to_f64());
+                let [g, gx] = lane_sums(xp, gp, |x, g| {
+                    let g = masked(g, x, aff);
+                    [g, g * x.to_f64()]
+                });
+                sum_g += g;
+                sum_gx += gx;
             }
             ((sum_gx - st.mean[ch] * sum_g) * st.inv_std[ch], sum_g)
         })
@@ -227,16 +220,16 @@ impl CustomOp3 for BatchNormFwd {
         let hw = h * w;
         let (y, st) = match (s1, s2, s3) {
             (CpuStorage::F32(_), CpuStorage::F32(_), CpuStorage::F32(_)) => {
-                let x = contiguous::<f32>(s1, l1, "input")?;
+                let x = contiguous::<f32>(s1, l1, "batch_norm", "input")?;
                 let st = stats(x, n, c, hw, self.eps);
-                let params = (contiguous(s2, l2, "gamma")?, contiguous(s3, l3, "beta")?);
+                let params = (contiguous(s2, l2, "batch_norm", "gamma")?, contiguous(s3, l3, "batch_norm", "beta")?);
                 let y = forward(x, params, (c, hw), &st, self.relu);
                 (CpuStorage::F32(y), st)
             }
             (CpuStorage::F64(_), CpuStorage::F64(_), CpuStorage::F64(_)) => {
-                let x = contiguous::<f64>(s1, l1, "input")?;
+                let x = contiguous::<f64>(s1, l1, "batch_norm", "input")?;
                 let st = stats(x, n, c, hw, self.eps);
-                let params = (contiguous(s2, l2, "gamma")?, contiguous(s3, l3, "beta")?);
+                let params = (contiguous(s2, l2, "batch_norm", "gamma")?, contiguous(s3, l3, "batch_norm", "beta")?);
                 let y = forward(x, params, (c, hw), &st, self.relu);
                 (CpuStorage::F64(y), st)
             }
@@ -310,8 +303,8 @@ impl CustomOp2 for BatchNormBwd {
         let (dx, sums) = match (s1, s2) {
             (CpuStorage::F32(_), CpuStorage::F32(_)) => {
                 let (dx, sums) = backward::<f32>(
-                    contiguous(s1, l1, "input")?,
-                    contiguous(s2, l2, "gradient")?,
+                    contiguous(s1, l1, "batch_norm", "input")?,
+                    contiguous(s2, l2, "batch_norm", "gradient")?,
                     dims,
                     &self.gamma,
                     self.relu_beta.as_deref(),
@@ -321,8 +314,8 @@ impl CustomOp2 for BatchNormBwd {
             }
             (CpuStorage::F64(_), CpuStorage::F64(_)) => {
                 let (dx, sums) = backward::<f64>(
-                    contiguous(s1, l1, "input")?,
-                    contiguous(s2, l2, "gradient")?,
+                    contiguous(s1, l1, "batch_norm", "input")?,
+                    contiguous(s2, l2, "batch_norm", "gradient")?,
                     dims,
                     &self.gamma,
                     self.relu_beta.as_deref(),
