@@ -11,12 +11,10 @@
 //! over candle's ops (`--fast-only` skips candle's ops, for profiling). The PyTorch twin is
 //! the `a3-head-step` case of `bench/pytorch_bench.py`.
 
-use std::time::Instant;
-
 use assignment3_hypercolumn_voc::model::{head, FeatureNorm, HeadConfig};
 use candle::{DType, Device, Tensor};
 use candle_nn::VarMap;
-use common::kernels;
+use common::bench::{compare_with_candle, median_ms, runs_arg};
 use common::optim::{param_group, Adam, AdamConfig, Optimizer};
 
 const BATCH: usize = 4;
@@ -40,9 +38,9 @@ fn head_flops() -> f64 {
     2.0 * (BATCH * (first + rest)) as f64
 }
 
-/// Median ms of `runs` fine-tuning steps after one warm-up, with or without candle's ops.
-fn time_steps(force_candle: bool, runs: usize) -> anyhow::Result<f64> {
-    kernels::set_force_candle_ops(force_candle);
+/// Median ms of `runs` fine-tuning steps after one warm-up (with the ops chosen by
+/// `common::bench::compare_with_candle`).
+fn time_steps(runs: usize) -> anyhow::Result<f64> {
     let device = Device::Cpu;
     let z: usize = TAPS.iter().map(|t| t.0).sum();
     // The normalisation fitted on 64 random hypercolumns, as phase 1 fits it on samples.
@@ -69,58 +67,27 @@ fn time_steps(force_candle: bool, runs: usize) -> anyhow::Result<f64> {
     let labels = (Tensor::rand(0f32, CLASSES as f32, (BATCH, fh, fw), &device)?.floor()?)
         .to_dtype(DType::U32)?
         .minimum(CLASSES as u32 - 1)?;
-    let mut step = || -> anyhow::Result<()> {
+    median_ms(runs, || {
         let logits = conv_head.forward_taps(&taps, fh, fw)?;
         let loss = common::loss::pixel_cross_entropy(&logits, &labels, None)?;
         anyhow::ensure!(loss.to_scalar::<f32>()?.is_finite(), "loss is not finite");
         optimizer.step(&loss.backward()?)?;
         Ok(())
-    };
-    step()?;
-    let mut times = Vec::with_capacity(runs);
-    for _ in 0..runs {
-        let start = Instant::now();
-        step()?;
-        times.push(start.elapsed().as_secs_f64() * 1e3);
-    }
-    times.sort_by(f64::total_cmp);
-    Ok(times[times.len() / 2])
+    })
 }
 
 fn main() -> anyhow::Result<()> {
     let args: Vec<String> = std::env::args().collect();
-    let runs = args
-        .iter()
-        .position(|a| a == "--runs")
-        .and_then(|i| args.get(i + 1))
-        .map(|s| s.parse::<usize>())
-        .transpose()?
-        .unwrap_or(5)
-        .max(1);
+    let runs = runs_arg(&args, 5)?;
     let flops = 3.0 * head_flops();
+    let title = format!(
+        "assignment-3 head fine-tuning step ({BATCH} images, taps of a 180x240 input, head 1472-{HIDDEN}-{HIDDEN}-{CLASSES} at {}x{}), median of {runs}", FEATURES.0,
+        FEATURES.1
+    );
     // `--fast-only` skips candle's ops (for profiling the fast path); their column is NaN.
-    let fast = time_steps(false, runs)?;
-    let stock = if args.iter().any(|a| a == "--fast-only") {
-        f64::NAN
-    } else {
-        time_steps(true, runs)?
-    };
-    println!(
-        "assignment-3 head fine-tuning step ({BATCH} images, taps of a 180x240 input, head 1472-{HIDDEN}-{HIDDEN}-{CLASSES} at {}x{}), {} rayon threads, median of {runs}",
-        FEATURES.0,
-        FEATURES.1,
-        rayon::current_num_threads()
-    );
-    println!(
-        "{:<18} {:>9} {:>8} {:>10} {:>8} {:>9}",
-        "case", "fast ms", "GFLOP/s", "candle ms", "GFLOP/s", "speed-up"
-    );
-    println!(
-        "{:<18} {fast:>9.1} {:>8.1} {stock:>10.1} {:>8.1} {:>8.2}x",
-        "a3-head-step",
-        flops / fast / 1e6,
-        flops / stock / 1e6,
-        stock / fast
-    );
+    let fast_only = args.iter().any(|a| a == "--fast-only");
+    compare_with_candle(&title, "a3-head-step", flops, fast_only, || {
+        time_steps(runs)
+    })?;
     Ok(())
 }

@@ -8,13 +8,11 @@
 //! candle's ops (`--fast-only` skips candle's ops, for profiling). The PyTorch twin is the
 //! `unet-default-step` case of `bench/pytorch_bench.py`.
 
-use std::time::Instant;
-
 use assignment4_unet::model::{UNet, UNetConfig};
 use assignment4_unet::training::TrainOptions;
 use candle::{DType, Device, ModuleT, Tensor};
 use candle_nn::VarMap;
-use common::kernels;
+use common::bench::{compare_with_candle, median_ms, runs_arg};
 use common::optim::{param_group, Adam, AdamConfig, Optimizer};
 
 /// The net and batch of a default `cargo run -p assignment4-unet`.
@@ -52,9 +50,9 @@ fn unet_flops(w: usize, n: usize, h: usize, w_px: usize) -> f64 {
     flops + 2.0 * (w * 2) as f64 * px(0)
 }
 
-/// Median ms of `runs` training steps after one warm-up, with or without candle's ops.
-fn time_steps(force_candle: bool, runs: usize) -> anyhow::Result<f64> {
-    kernels::set_force_candle_ops(force_candle);
+/// Median ms of `runs` training steps after one warm-up (with the ops chosen by
+/// `common::bench::compare_with_candle`).
+fn time_steps(runs: usize) -> anyhow::Result<f64> {
     let device = Device::Cpu;
     let varmap = VarMap::new();
     let vb = common::init::seeded_var_builder(&varmap, 0, DType::F32, &device);
@@ -68,58 +66,27 @@ fn time_steps(force_candle: bool, runs: usize) -> anyhow::Result<f64> {
     let masks = (Tensor::rand(0f32, 2., (batch, crop, crop), &device)?.floor()?)
         .to_dtype(DType::U32)?
         .minimum(1u32)?;
-    let mut step = || -> anyhow::Result<()> {
+    median_ms(runs, || {
         let logits = model.forward_t(&images, true)?;
         let loss = common::loss::ce_dice_loss(&logits, &masks, None)?;
         anyhow::ensure!(loss.to_scalar::<f32>()?.is_finite(), "loss is not finite");
         optimizer.step(&loss.backward()?)?;
         Ok(())
-    };
-    step()?;
-    let mut times = Vec::with_capacity(runs);
-    for _ in 0..runs {
-        let start = Instant::now();
-        step()?;
-        times.push(start.elapsed().as_secs_f64() * 1e3);
-    }
-    times.sort_by(f64::total_cmp);
-    Ok(times[times.len() / 2])
+    })
 }
 
 fn main() -> anyhow::Result<()> {
     let args: Vec<String> = std::env::args().collect();
-    let runs = args
-        .iter()
-        .position(|a| a == "--runs")
-        .and_then(|i| args.get(i + 1))
-        .map(|s| s.parse::<usize>())
-        .transpose()?
-        .unwrap_or(5)
-        .max(1);
+    let runs = runs_arg(&args, 5)?;
     let (net, batch, crop) = config();
     let flops = 3.0 * unet_flops(net.width, batch, crop, crop);
+    let title = format!(
+        "assignment-4 U-Net train step (width {}, {batch}x3x{crop}x{crop}, CE + Dice, Adam), median of {runs}", net.width
+    );
     // `--fast-only` skips candle's ops (for profiling the fast path); their column is NaN.
-    let fast = time_steps(false, runs)?;
-    let stock = if args.iter().any(|a| a == "--fast-only") {
-        f64::NAN
-    } else {
-        time_steps(true, runs)?
-    };
-    println!(
-        "assignment-4 U-Net train step (width {}, {batch}x3x{crop}x{crop}, CE + Dice, Adam), {} rayon threads, median of {runs}",
-        net.width,
-        rayon::current_num_threads()
-    );
-    println!(
-        "{:<18} {:>9} {:>8} {:>10} {:>8} {:>9}",
-        "case", "fast ms", "GFLOP/s", "candle ms", "GFLOP/s", "speed-up"
-    );
-    println!(
-        "{:<18} {fast:>9.1} {:>8.1} {stock:>10.1} {:>8.1} {:>8.2}x",
-        "unet-default-step",
-        flops / fast / 1e6,
-        flops / stock / 1e6,
-        stock / fast
-    );
+    let fast_only = args.iter().any(|a| a == "--fast-only");
+    compare_with_candle(&title, "unet-default-step", flops, fast_only, || {
+        time_steps(runs)
+    })?;
     Ok(())
 }

@@ -10,9 +10,9 @@
 //! `--case NAME` (one case, both modes), `--breakdown` (where a U-Net step spends its time).
 
 use std::process::Command;
-use std::time::Instant;
 
 use candle::{DType, Device, Tensor, Var};
+use common::bench::{median_ms, runs_arg};
 use common::kernels::{self, Conv2dParams, ConvTranspose2dParams};
 
 type Result<T> = candle::Result<T>;
@@ -361,19 +361,11 @@ fn peak_mib() -> Option<f64> {
 }
 
 /// Child mode: runs one case in one mode and prints `RESULT median_ms flops peak_mib`.
-fn run_child(case: &str, mode: &str, runs: usize) -> Result<()> {
+fn run_child(case: &str, mode: &str, runs: usize) -> anyhow::Result<()> {
     kernels::set_force_candle_ops(mode == "candle");
     let dev = Device::Cpu;
     let (mut call, flops) = make_case(case, &dev)?;
-    call()?; // warm-up
-    let mut times = Vec::with_capacity(runs);
-    for _ in 0..runs {
-        let start = Instant::now();
-        call()?;
-        times.push(start.elapsed().as_secs_f64() * 1e3);
-    }
-    times.sort_by(f64::total_cmp);
-    let median = times[times.len() / 2];
+    let median = median_ms(runs, || Ok(call()?))?;
     println!("RESULT {median} {flops} {}", peak_mib().unwrap_or(f64::NAN));
     Ok(())
 }
@@ -411,14 +403,10 @@ fn main() -> anyhow::Result<()> {
             .and_then(|i| args.get(i + 1))
             .cloned()
     };
-    let runs: usize = value("--runs")
-        .map(|s| s.parse())
-        .transpose()?
-        .unwrap_or(5)
-        .max(1);
+    let runs = runs_arg(&args, 5)?;
     if let Some(i) = args.iter().position(|a| a == "--child") {
         let (case, mode) = (&args[i + 1], &args[i + 2]);
-        return Ok(run_child(case, mode, runs)?);
+        return run_child(case, mode, runs);
     }
     let cases: Vec<String> = if args.iter().any(|a| a == "--breakdown") {
         ["unet-train-step", "unet-no-optim", "unet-no-bn", "unet-fwd"]
