@@ -8,6 +8,8 @@
 //! ms per call over the timed runs after one warm-up, GFLOP/s (convolution FLOPs only)
 //! and the speed-up over candle. Arguments after `--`: `--runs N` (default 5),
 //! `--case NAME` (one case, both modes), `--breakdown` (where a U-Net step spends its time).
+//! Both modes run with the allocator tuned as the programs run it
+//! (`common::alloc::reuse_freed_memory`); `SEGKIT_MALLOC_DEFAULTS=1` keeps glibc's defaults.
 
 use std::process::Command;
 
@@ -393,6 +395,8 @@ fn spawn(case: &str, mode: &str, runs: usize) -> anyhow::Result<(f64, f64, f64)>
 }
 
 fn main() -> anyhow::Result<()> {
+    // As the assignments' programs do when they open the CPU (children too: they run main).
+    let tuned = common::alloc::reuse_freed_memory();
     let args: Vec<String> = std::env::args()
         .skip(1)
         .filter(|a| a != "--bench")
@@ -418,8 +422,9 @@ fn main() -> anyhow::Result<()> {
         CASES.map(String::from).to_vec()
     };
     println!(
-        "segkit kernels vs stock candle ops, {} rayon threads, median of {runs} runs after 1 warm-up",
-        rayon::current_num_threads()
+        "segkit kernels vs stock candle ops, {} rayon threads, {}, median of {runs} runs after 1 warm-up",
+        rayon::current_num_threads(),
+        common::bench::allocator_note(tuned)
     );
     println!(
         "{:<16} {:>10} {:>9} {:>9} {:>11} {:>9} {:>9} {:>8}",

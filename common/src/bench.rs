@@ -32,9 +32,19 @@ pub fn median_ms(runs: usize, mut step: impl FnMut() -> crate::Result<()>) -> cr
     Ok(times[times.len() / 2])
 }
 
+/// How a bench's title says whether [`crate::alloc::reuse_freed_memory`] is in effect.
+pub fn allocator_note(tuned: bool) -> &'static str {
+    if tuned {
+        "allocator tuned to reuse freed buffers"
+    } else {
+        "allocator defaults"
+    }
+}
+
 /// Times `time_ms(false)` with the fast kernels and `time_ms(true)` with candle's ops
 /// forced (skipped, NaN, when `fast_only`), then prints `title` and one table row for
-/// `case`: ms, GFLOP/s of `flops` per call, and the speed-up over candle's ops.
+/// `case`: ms, GFLOP/s of `flops` per call, and the speed-up over candle's ops. Both run
+/// with the allocator tuned as the programs run it, unless `SEGKIT_MALLOC_DEFAULTS` is set.
 pub fn compare_with_candle(
     title: &str,
     case: &str,
@@ -42,6 +52,7 @@ pub fn compare_with_candle(
     fast_only: bool,
     mut time_ms: impl FnMut() -> crate::Result<f64>,
 ) -> crate::Result<()> {
+    let tuned = crate::alloc::reuse_freed_memory();
     kernels::set_force_candle_ops(false);
     let fast = time_ms()?;
     let stock = if fast_only {
@@ -52,7 +63,11 @@ pub fn compare_with_candle(
         kernels::set_force_candle_ops(false);
         stock?
     };
-    println!("{title}, {} rayon threads", rayon::current_num_threads());
+    println!(
+        "{title}, {} rayon threads, {}",
+        rayon::current_num_threads(),
+        allocator_note(tuned)
+    );
     println!(
         "{:<18} {:>9} {:>8} {:>10} {:>8} {:>9}",
         "case", "fast ms", "GFLOP/s", "candle ms", "GFLOP/s", "speed-up"

@@ -39,8 +39,17 @@ impl std::fmt::Display for DeviceChoice {
 }
 
 /// Opens the device a user asked for; `cuda` without the cargo feature is an error
-/// that says how to build with it.
+/// that says how to build with it. Opening the CPU also tunes the allocator for training
+/// ([`crate::alloc::reuse_freed_memory`]).
 pub fn open_device(choice: DeviceChoice) -> anyhow::Result<Device> {
+    let device = open(choice)?;
+    if device.is_cpu() {
+        crate::alloc::reuse_freed_memory();
+    }
+    Ok(device)
+}
+
+fn open(choice: DeviceChoice) -> anyhow::Result<Device> {
     match choice {
         DeviceChoice::Cpu => Ok(Device::Cpu),
         DeviceChoice::Cuda => {

@@ -1,6 +1,7 @@
 //! Shared pieces of the segkit assignments: device choice, data, layers, losses,
 //! optimisers, the training loop, metrics, plots and pictures.
 
+pub mod alloc;
 pub mod bench;
 pub mod checkpoint;
 pub mod data;
