@@ -6,8 +6,8 @@ use candle::{DType, Device, Module, Result, Tensor};
 use candle_nn::{VarBuilder, VarMap};
 use common::nn::gradcheck::{check_gradient_vars, check_gradients};
 use common::nn::{
-    conv2d, conv_transpose2d, convolutionalize, convolutionalize_linear, ops, ConvConfig,
-    ConvTransposeConfig,
+    conv2d, conv_transpose2d, convolutionalize, convolutionalize_linear, ops, Conv2d, ConvConfig,
+    ConvTranspose2d, ConvTransposeConfig,
 };
 
 /// Deterministic, distinct-looking values in (-1, 1).
@@ -407,6 +407,24 @@ fn bad_inputs_give_clear_errors() -> Result<()> {
         msg.contains("output_padding 2 must be smaller than stride 2"),
         "{msg}"
     );
+    // A bias that does not have one value per output channel.
+    let bias = tensor(&[3], 22.0)?;
+    let msg = Conv2d::new(w.clone(), Some(bias.clone()), ConvConfig::default())
+        .unwrap_err()
+        .to_string();
+    assert!(
+        msg.contains("Conv2d: bias shape [3] does not match 4 output channels"),
+        "{msg}"
+    );
+    assert!(Conv2d::new(w, Some(tensor(&[4], 22.0)?), ConvConfig::default()).is_ok());
+    let msg = ConvTranspose2d::new(wt.clone(), Some(bias), cfg)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        msg.contains("ConvTranspose2d: bias shape [3] does not match 2 output channels"),
+        "{msg}"
+    );
+    assert!(ConvTranspose2d::new(wt, Some(tensor(&[2], 22.0)?), cfg).is_ok());
     let lw = tensor(&[2, 10], 21.0)?;
     let msg = convolutionalize(&lw, None, (3, 2, 2))
         .unwrap_err()

@@ -67,14 +67,7 @@ impl Conv2d {
     /// Builds a layer from existing tensors (checked for consistent shapes).
     pub fn new(weight: Tensor, bias: Option<Tensor>, config: ConvConfig) -> Result<Self> {
         let (c_out, _, _, _) = weight.dims4()?;
-        if let Some(b) = &bias {
-            if b.dims() != [c_out] {
-                bail!(
-                    "Conv2d: bias shape {:?} does not match {c_out} output channels",
-                    b.dims()
-                );
-            }
-        }
+        check_bias("Conv2d", bias.as_ref(), c_out)?;
         let config = ConvConfig {
             bias: bias.is_some(),
             ..config
@@ -122,14 +115,7 @@ impl ConvTranspose2d {
     /// Builds a layer from existing tensors (checked for consistent shapes).
     pub fn new(weight: Tensor, bias: Option<Tensor>, config: ConvTransposeConfig) -> Result<Self> {
         let (_, c_out, _, _) = weight.dims4()?;
-        if let Some(b) = &bias {
-            if b.dims() != [c_out] {
-                bail!(
-                    "ConvTranspose2d: bias shape {:?} does not match {c_out} output channels",
-                    b.dims()
-                );
-            }
-        }
+        check_bias("ConvTranspose2d", bias.as_ref(), c_out)?;
         let config = ConvTransposeConfig {
             bias: bias.is_some(),
             ..config
@@ -167,6 +153,17 @@ impl Module for ConvTranspose2d {
             Some(b) => ys.broadcast_add(&b.reshape((1, (), 1, 1))?),
             None => Ok(ys),
         }
+    }
+}
+
+/// An error naming `layer` unless `bias`, when given, has shape `(c_out)`.
+fn check_bias(layer: &str, bias: Option<&Tensor>, c_out: usize) -> Result<()> {
+    match bias {
+        Some(b) if b.dims() != [c_out] => bail!(
+            "{layer}: bias shape {:?} does not match {c_out} output channels",
+            b.dims()
+        ),
+        _ => Ok(()),
     }
 }
 
