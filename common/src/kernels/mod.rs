@@ -1,6 +1,7 @@
 //! Fast CPU convolution, pooling, BatchNorm and ReLU: im2col + `gemm` kernels and fused
 //! element-wise passes as candle custom ops, with backward passes built from the same
-//! kernels, and a switch back to candle's own ops.
+//! kernels, and a switch back to candle's own ops. (Bilinear resizing has its kernel here
+//! too, used by `nn::resize_bilinear`.)
 //!
 //! [`conv2d`], [`conv2d_bias`], [`conv_transpose2d`], [`max_pool2d`], [`relu`],
 //! [`batch_norm_train`] and [`batch_norm_relu_train`] run the custom ops for f32/f64
@@ -14,6 +15,7 @@ mod activation;
 mod conv;
 mod norm;
 mod pool;
+mod resize;
 mod storage;
 
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -22,6 +24,7 @@ use std::sync::OnceLock;
 use candle::{DType, Tensor};
 
 use conv::{ConvBiasFwd, ConvBwdInput, ConvFwd, ConvGeom};
+pub(crate) use resize::{Resize, ResizeGeom};
 
 /// Environment variable that, when `1`, makes every kernel use candle's own ops.
 pub const CANDLE_OPS_ENV: &str = "SEGKIT_CANDLE_OPS";
