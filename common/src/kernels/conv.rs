@@ -28,6 +28,7 @@ use candle::{CpuStorage, CustomOp2, Layout, Shape, Tensor, WithDType};
 use gemm::Parallelism;
 use rayon::prelude::*;
 
+use super::bias::ChannelSums;
 use super::storage::{run2, slice};
 
 /// Upper bound on the elements of one im2col tile buffer (1 MiB of f32: it stays in a
@@ -798,29 +799,8 @@ impl CustomOp2 for ConvBwdWeight {
     }
 }
 
-/// Per-channel sums of `gy (n, c, hw)`: the bias gradient.
-fn channel_sums<T: WithDType>(gy: &[T], n: usize, c: usize, hw: usize) -> Vec<T> {
-    (0..c)
-        .into_par_iter()
-        .map(|ch| {
-            let sum: f64 = (0..n)
-                .map(|i| {
-                    gy[(i * c + ch) * hw..(i * c + ch + 1) * hw]
-                        .iter()
-                        .map(|v| v.to_f64())
-                        .sum::<f64>()
-                })
-                .sum();
-            T::from_f64(sum)
-        })
-        .collect()
-}
-
 /// Forward convolution plus a per-channel bias, `(x, w, b) -> y`, as one custom op.
 pub(crate) struct ConvBiasFwd(pub ConvGeom);
-
-/// The bias gradient `(gy) -> sum over n, h, w`, as a custom op.
-struct BiasGrad(ConvGeom);
 
 impl candle::CustomOp3 for ConvBiasFwd {
     fn name(&self) -> &'static str {
@@ -883,33 +863,12 @@ impl candle::CustomOp3 for ConvBiasFwd {
         let gy = gy.contiguous()?;
         let dx = needed(x, || ConvBwdInput::apply(self.0, &gy, w))?;
         let dw = needed(w, || ConvBwdWeight::apply(self.0, x, &gy))?;
-        let db = needed(b, || gy.apply_op1_no_bwd(&BiasGrad(self.0)))?;
-        Ok((dx, dw, db))
-    }
-}
-
-impl candle::CustomOp1 for BiasGrad {
-    fn name(&self) -> &'static str {
-        "segkit-conv2d-bias-grad"
-    }
-    fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> candle::Result<(CpuStorage, Shape)> {
-        let g = &self.0;
-        let (n, c, hw) = (g.n, g.c_out, g.oh * g.ow);
-        let out = match s {
-            CpuStorage::F32(_) => CpuStorage::F32(channel_sums(
-                slice::<f32>(s, l, &g.y_shape(), self.name(), "gradient")?,
-                n,
-                c,
-                hw,
-            )),
-            CpuStorage::F64(_) => CpuStorage::F64(channel_sums(
-                slice::<f64>(s, l, &g.y_shape(), self.name(), "gradient")?,
-                n,
-                c,
-                hw,
-            )),
-            other => candle::bail!("{}: needs f32 or f64, got {:?}", self.name(), other.dtype()),
+        let sums = ChannelSums {
+            n: self.0.n,
+            c: self.0.c_out,
+            hw: self.0.oh * self.0.ow,
         };
-        Ok((out, Shape::from(c)))
+        let db = needed(b, || gy.apply_op1_no_bwd(&sums))?;
+        Ok((dx, dw, db))
     }
 }

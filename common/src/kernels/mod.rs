@@ -3,15 +3,16 @@
 //! kernels, and a switch back to candle's own ops. (Bilinear resizing has its kernel here
 //! too, used by `nn::resize_bilinear`.)
 //!
-//! [`conv2d`], [`conv2d_bias`], [`conv_transpose2d`], [`max_pool2d`], [`relu`],
-//! [`batch_norm_train`] and [`batch_norm_relu_train`] run the custom ops for f32/f64
-//! tensors on the CPU (made contiguous first) and candle's ops otherwise (CUDA,
-//! f16/bf16), or everywhere when
-//! `SEGKIT_CANDLE_OPS=1` is set or [`set_force_candle_ops`]`(true)` was called. Weight
+//! [`conv2d`], [`conv2d_bias`], [`conv_transpose2d`], [`add_channel_bias`],
+//! [`max_pool2d`], [`relu`], [`batch_norm_train`] and [`batch_norm_relu_train`] run the
+//! custom ops for f32/f64 tensors on the CPU (made contiguous first) and candle's ops
+//! otherwise (CUDA, f16/bf16), or everywhere when `SEGKIT_CANDLE_OPS=1` is set or
+//! [`set_force_candle_ops`]`(true)` was called. Weight
 //! layouts follow PyTorch: conv `(c_out, c_in, kh, kw)`, transposed conv
 //! `(c_in, c_out, kh, kw)`.
 
 mod activation;
+mod bias;
 mod conv;
 mod norm;
 mod pool;
@@ -271,6 +272,32 @@ pub fn conv_transpose2d(
         dilation,
     };
     ConvBwdInput::apply(geom, xs, kernel)
+}
+
+/// `xs + bias`, the `(C)` bias broadcast over `(N, C, H, W)`: one pass on the fast path,
+/// whose bias gradient is a vectorised sum per channel (candle's `broadcast_add` backward
+/// is a strided reduction over three axes); `broadcast_add` otherwise.
+///
+/// # Shapes
+/// `xs (N, C, H, W)`, `bias (C)` -> `(N, C, H, W)`.
+pub fn add_channel_bias(xs: &Tensor, bias: &Tensor) -> candle::Result<Tensor> {
+    let Ok((_, c, _, _)) = xs.dims4() else {
+        candle::bail!("add_channel_bias: input {:?} must have rank 4", xs.dims())
+    };
+    if bias.dims() != [c] {
+        candle::bail!(
+            "add_channel_bias: bias {:?} must have the {c} channels of the input {:?}",
+            bias.dims(),
+            xs.dims()
+        )
+    }
+    if uses_fast_path(xs) && bias.dtype() == xs.dtype() && bias.device().is_cpu() {
+        return xs
+            .contiguous()?
+            .apply_op2(&bias.contiguous()?, bias::AddChannelBias);
+    }
+    // (C) -> (1, C, 1, 1)
+    xs.broadcast_add(&bias.reshape((1, c, 1, 1))?)
 }
 
 /// Max pooling with a `k x k` window and stride `k`; the gradient goes to the first

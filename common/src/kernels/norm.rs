@@ -49,7 +49,7 @@ const LANES: usize = 8;
 /// The `K` sums `sum f(a_i, b_i)[k]` over two equally long slices in f64, in one pass,
 /// each accumulated in [`LANES`] partial sums.
 #[inline(always)]
-fn lane_sums<T: WithDType, const K: usize>(
+pub(super) fn lane_sums<T: WithDType, const K: usize>(
     a: &[T],
     b: &[T],
     f: impl Fn(T, T) -> [f64; K],

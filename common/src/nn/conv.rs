@@ -149,8 +149,7 @@ impl Module for ConvTranspose2d {
     fn forward(&self, xs: &Tensor) -> Result<Tensor> {
         let ys = ops::conv_transpose2d(xs, &self.weight, &self.config)?;
         match &self.bias {
-            // (C_out) -> (1, C_out, 1, 1)
-            Some(b) => ys.broadcast_add(&b.reshape((1, (), 1, 1))?),
+            Some(b) => crate::kernels::add_channel_bias(&ys, b),
             None => Ok(ys),
         }
     }
