@@ -2,20 +2,14 @@
 //! convolutions): values and both gradients equal candle's `broadcast_add` on random
 //! f32/f64 inputs of odd sizes, f64 finite differences, a bias-only gradient, and errors.
 
-use candle::{DType, Device, Tensor, Var};
+use candle::{DType, Tensor, Var};
 use common::kernels;
 use common::nn::gradcheck::check_gradients;
-use rand::rngs::StdRng;
-use rand::{Rng, SeedableRng};
+
+mod support;
+use support::random;
 
 type Result<T> = candle::Result<T>;
-
-fn random(shape: &[usize], dtype: DType, seed: u64) -> Result<Tensor> {
-    let mut rng = StdRng::seed_from_u64(seed);
-    let n: usize = shape.iter().product();
-    let data: Vec<f64> = (0..n).map(|_| rng.random_range(-1.0..1.0)).collect();
-    Tensor::from_vec(data, shape, &Device::Cpu)?.to_dtype(dtype)
-}
 
 fn flat(t: &Tensor) -> Result<Vec<f64>> {
     t.flatten_all()?.to_dtype(DType::F64)?.to_vec1::<f64>()

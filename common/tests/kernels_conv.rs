@@ -4,18 +4,11 @@
 
 use candle::{DType, Device, Tensor, Var};
 use common::kernels::{self, Conv2dParams, ConvTranspose2dParams};
-use rand::rngs::StdRng;
-use rand::{Rng, SeedableRng};
+
+mod support;
+use support::random;
 
 type Result<T> = candle::Result<T>;
-
-/// A tensor of uniform values in -1..1 from a seeded generator.
-fn random(shape: &[usize], dtype: DType, seed: u64) -> Result<Tensor> {
-    let mut rng = StdRng::seed_from_u64(seed);
-    let n: usize = shape.iter().product();
-    let data: Vec<f64> = (0..n).map(|_| rng.random_range(-1.0..1.0)).collect();
-    Tensor::from_vec(data, shape, &Device::Cpu)?.to_dtype(dtype)
-}
 
 /// max |a - b| / max |b|: the error relative to the scale of the reference.
 fn rel_err(a: &Tensor, b: &Tensor) -> Result<f64> {

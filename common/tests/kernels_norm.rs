@@ -4,18 +4,16 @@
 
 use candle::{DType, Device, Tensor, Var};
 use common::kernels;
-use rand::rngs::StdRng;
-use rand::{Rng, SeedableRng};
+
+mod support;
 
 type Result<T> = candle::Result<T>;
 
+/// Values uniform in (-1.5, 2.5): off-centre, so the normalisation has work to do.
 fn random(shape: &[usize], dtype: DType, seed: u64) -> Result<Tensor> {
-    let mut rng = StdRng::seed_from_u64(seed);
-    let n: usize = shape.iter().product();
-    let data: Vec<f64> = (0..n)
-        .map(|_| rng.random_range(-1.0..1.0) * 2.0 + 0.5)
-        .collect();
-    Tensor::from_vec(data, shape, &Device::Cpu)?.to_dtype(dtype)
+    support::random(shape, DType::F64, seed)?
+        .affine(2.0, 0.5)?
+        .to_dtype(dtype)
 }
 
 fn rel_err(a: &Tensor, b: &Tensor) -> Result<f64> {

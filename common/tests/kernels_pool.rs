@@ -4,17 +4,11 @@
 
 use candle::{DType, Device, Tensor, Var};
 use common::kernels;
-use rand::rngs::StdRng;
-use rand::{Rng, SeedableRng};
+
+mod support;
+use support::random;
 
 type Result<T> = candle::Result<T>;
-
-fn random(shape: &[usize], dtype: DType, seed: u64) -> Result<Tensor> {
-    let mut rng = StdRng::seed_from_u64(seed);
-    let n: usize = shape.iter().product();
-    let data: Vec<f64> = (0..n).map(|_| rng.random_range(-1.0..1.0)).collect();
-    Tensor::from_vec(data, shape, &Device::Cpu)?.to_dtype(dtype)
-}
 
 /// Output and input gradient of `sum(pool(x) * r)` for a given `r`.
 fn pool_and_grad(

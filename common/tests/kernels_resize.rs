@@ -7,17 +7,11 @@
 use candle::{DType, Device, Tensor, Var};
 use common::kernels;
 use common::nn::{bilinear_matrix, resize_bilinear};
-use rand::rngs::StdRng;
-use rand::{Rng, SeedableRng};
+
+mod support;
+use support::random;
 
 type Result<T> = candle::Result<T>;
-
-fn random(shape: &[usize], dtype: DType, seed: u64) -> Result<Tensor> {
-    let mut rng = StdRng::seed_from_u64(seed);
-    let n: usize = shape.iter().product();
-    let data: Vec<f64> = (0..n).map(|_| rng.random_range(-1.0..1.0)).collect();
-    Tensor::from_vec(data, shape, &Device::Cpu)?.to_dtype(dtype)
-}
 
 /// `A_h · X · A_wᵀ` with candle's matmuls (differentiable by candle's autograd).
 fn by_matrices(x: &Tensor, h: usize, w: usize) -> Result<Tensor> {
