@@ -9,9 +9,9 @@
 //! crash never leaves half a checkpoint and the previous one stays until then.
 
 use std::collections::HashMap;
-use std::fs::File;
+
 use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use anyhow::{anyhow, bail, Context};
 use candle::{DType, Device, Tensor};
@@ -109,38 +109,7 @@ fn host_tensor(name: &str, tensor: &Tensor) -> Result<HostTensor> {
     })
 }
 
-/// Writes `path` through a temporary file in the same folder that is renamed
-/// over `path` only after `write` succeeded and the data reached the disk.
-/// On any error the temporary file is removed and `path` is left as it was.
-/// The folder is created when missing.
-pub fn write_atomically(path: &Path, write: impl FnOnce(&mut File) -> Result<()>) -> Result<()> {
-    let file_name = path
-        .file_name()
-        .ok_or_else(|| anyhow!("cannot write {path:?}: not a file path"))?;
-    let dir = match path.parent() {
-        Some(dir) if !dir.as_os_str().is_empty() => dir.to_path_buf(),
-        _ => PathBuf::from("."),
-    };
-    std::fs::create_dir_all(&dir).with_context(|| format!("cannot create folder {dir:?}"))?;
-    let mut temp_name = std::ffi::OsString::from(".");
-    temp_name.push(file_name);
-    temp_name.push(format!(".tmp{}", std::process::id()));
-    let temp = dir.join(temp_name);
-
-    let result = (|| -> Result<()> {
-        let mut file = File::create(&temp)
-            .with_context(|| format!("cannot create temporary file {temp:?}"))?;
-        write(&mut file).with_context(|| format!("writing {path:?} failed"))?;
-        file.sync_all()
-            .with_context(|| format!("cannot flush temporary file {temp:?}"))?;
-        std::fs::rename(&temp, path).with_context(|| format!("cannot rename {temp:?} to {path:?}"))
-    })();
-    if result.is_err() {
-        // Best effort: the error above is what matters to the caller.
-        let _ = std::fs::remove_file(&temp);
-    }
-    result
-}
+pub use crate::atomic_write::write_atomically;
 
 /// Saves the model vars, the optimiser state and `meta` to `path` (atomically,
 /// see [`write_atomically`]). Errors name the file and the tensor at fault.

@@ -2,6 +2,7 @@
 //! optimisers, the training loop, metrics, plots and pictures.
 
 pub mod alloc;
+pub mod atomic_write;
 pub mod bench;
 pub mod checkpoint;
 pub mod data;

@@ -2,8 +2,8 @@
 //! image | truth | prediction panels, probability heat maps, and atomic PNG/JPEG
 //! writing with the `image` crate.
 
-use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::io::{BufWriter, Write};
+use std::path::Path;
 
 use anyhow::{bail, Context};
 use image::{DynamicImage, GrayImage, ImageFormat, Luma, Rgb, RgbImage};
@@ -221,30 +221,11 @@ pub(crate) fn save_image_atomic(path: &Path, picture: &DynamicImage) -> Result<(
             picture.height()
         );
     }
-    let folder = match path.parent() {
-        Some(folder) if !folder.as_os_str().is_empty() => folder.to_path_buf(),
-        _ => PathBuf::from("."),
-    };
-    std::fs::create_dir_all(&folder).with_context(|| format!("creating folder {folder:?}"))?;
-    let file_name = path
-        .file_name()
-        .with_context(|| format!("{path:?} has no file name"))?;
-    // Process id and a counter keep concurrent writers of one path apart.
-    static COUNTER: AtomicU64 = AtomicU64::new(0);
-    let temp = folder.join(format!(
-        ".{}.tmp-{}-{}",
-        file_name.to_string_lossy(),
-        std::process::id(),
-        COUNTER.fetch_add(1, Ordering::Relaxed)
-    ));
-    // JPEG has no alpha and the encoder wants RGB8 or L8, which is what we hold.
-    let written = picture
-        .save_with_format(&temp, format)
-        .with_context(|| format!("writing {temp:?}"));
-    if let Err(error) = written {
-        let _ = std::fs::remove_file(&temp);
-        return Err(error);
-    }
-    std::fs::rename(&temp, path).with_context(|| format!("renaming {temp:?} to {path:?}"))?;
-    Ok(())
+    crate::atomic_write::write_atomically(path, |file| {
+        // JPEG has no alpha and the encoder wants RGB8 or L8, which is what we hold.
+        let mut out = BufWriter::new(file);
+        picture.write_to(&mut out, format)?;
+        out.flush()?;
+        Ok(())
+    })
 }

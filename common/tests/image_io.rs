@@ -278,12 +278,17 @@ fn saving_refuses_bad_extension_and_channel_count() -> Result<()> {
         &Array2::zeros((0, 3)),
     ));
     assert!(message.contains("empty"), "{message}");
-    // A folder that does not exist: the error names the target.
+    // A missing folder is created (as for checkpoints and pictures).
+    let nested = dir.path().join("no/such/dir/a.png");
+    save_image(&nested, &byte_image(2, 2))?;
+    assert_eq!(load_image(&nested)?.dim(), (3, 2, 2));
+    // A folder that cannot be created (a file in its way): the error names it.
+    std::fs::write(dir.path().join("blocker"), b"x")?;
     let message = error_text(save_image(
-        &dir.path().join("no/such/dir/a.png"),
+        &dir.path().join("blocker/a.png"),
         &byte_image(2, 2),
     ));
-    assert!(message.contains("a.png"), "{message}");
+    assert!(message.contains("blocker"), "{message}");
     Ok(())
 }
 

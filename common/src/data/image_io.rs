@@ -8,7 +8,7 @@
 
 use std::fs::File;
 use std::io::{BufReader, BufWriter, Write};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use anyhow::{anyhow, bail, Context};
 use candle::{DType, Device, Tensor};
@@ -35,7 +35,8 @@ pub fn load_image(path: &Path) -> Result<Array3<f32>> {
 
 /// Writes a `(3, H, W)` RGB array in 0..1 (values outside are clamped) as PNG or
 /// JPEG (quality 95), chosen by the extension of `path`. The file is written to a
-/// temporary name in the same folder and renamed, so readers never see half a file.
+/// temporary name in the same folder and renamed, so readers never see half a file;
+/// missing folders are created.
 pub fn save_image(path: &Path, image: &Array3<f32>) -> Result<()> {
     let (c, h, w) = image.dim();
     if c != 3 {
@@ -256,33 +257,15 @@ fn to_byte(v: f32) -> u8 {
     }
 }
 
-/// Runs `write` on a temporary file beside `path`, then renames it to `path`;
-/// on failure the temporary file is removed and `path` is left untouched.
+/// [`crate::atomic_write::write_atomically`] through a buffered writer.
 fn write_atomically(
     path: &Path,
-    write: impl FnOnce(&mut BufWriter<File>) -> Result<()>,
+    write: impl FnOnce(&mut BufWriter<&mut File>) -> Result<()>,
 ) -> Result<()> {
-    let name = path
-        .file_name()
-        .ok_or_else(|| anyhow!("cannot write {path:?}: it names no file"))?;
-    let mut temp_name = std::ffi::OsString::from(".");
-    temp_name.push(name);
-    temp_name.push(format!(".{}.tmp", std::process::id()));
-    let temp: PathBuf = path.with_file_name(temp_name);
-    let result = (|| -> Result<()> {
-        let file = File::create(&temp).with_context(|| format!("cannot create {temp:?}"))?;
+    crate::atomic_write::write_atomically(path, |file| {
         let mut out = BufWriter::new(file);
         write(&mut out)?;
         out.flush()?;
-        out.get_ref().sync_all()?;
         Ok(())
-    })();
-    match result {
-        Ok(()) => std::fs::rename(&temp, path)
-            .with_context(|| format!("cannot rename {temp:?} to {path:?}")),
-        Err(e) => {
-            let _ = std::fs::remove_file(&temp);
-            Err(e.context(format!("cannot write {path:?}")))
-        }
-    }
+    })
 }
