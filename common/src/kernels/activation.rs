@@ -1,11 +1,10 @@
 //! ReLU as a CPU custom op: one parallel pass forward and one backward, where candle's own
 //! ReLU backward builds four tensors (zeros, a comparison, a cast and a product).
 
-use candle::backend::BackendStorage;
 use candle::{CpuStorage, CustomOp1, CustomOp2, Layout, Shape, Tensor, WithDType};
 use rayon::prelude::*;
 
-use super::storage::{contiguous, run2};
+use super::storage::{run1, run2};
 
 /// Elements per parallel chunk of the element-wise passes.
 const CHUNK: usize = 1 << 14;
@@ -57,15 +56,7 @@ impl CustomOp1 for Relu {
     }
 
     fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> candle::Result<(CpuStorage, Shape)> {
-        let out = match s {
-            CpuStorage::F32(_) => {
-                CpuStorage::F32(relu(contiguous::<f32>(s, l, self.name(), "input")?))
-            }
-            CpuStorage::F64(_) => {
-                CpuStorage::F64(relu(contiguous::<f64>(s, l, self.name(), "input")?))
-            }
-            other => candle::bail!("{}: needs f32 or f64, got {:?}", self.name(), other.dtype()),
-        };
+        let out = run1(self.name(), (s, l, l.shape()), relu, relu)?;
         Ok((out, l.shape().clone()))
     }
 

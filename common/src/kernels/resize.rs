@@ -8,11 +8,10 @@
 //! (scatter-add of the same coefficients), a custom op whose own gradient is the forward
 //! resize again, so second-order gradients work too.
 
-use candle::backend::BackendStorage;
 use candle::{CpuStorage, CustomOp1, Layout, Shape, Tensor, WithDType};
 use rayon::prelude::*;
 
-use super::storage::slice;
+use super::storage::run1;
 use crate::nn::{linear_taps, LinearTap};
 
 /// Sizes of one resize `x (n, c, h_in, w_in) -> y (n, c, h, w)`.
@@ -119,22 +118,6 @@ pub(crate) struct Resize(pub ResizeGeom);
 /// The adjoint resize `(n, c, h, w) -> (n, c, h_in, w_in)`; its gradient is [`Resize`].
 struct ResizeAdjoint(ResizeGeom);
 
-/// Runs `kernel` on an f32 or f64 storage of shape `shape`.
-fn run1(
-    op: &str,
-    s: &CpuStorage,
-    l: &Layout,
-    shape: &Shape,
-    f32_kernel: impl Fn(&[f32]) -> Vec<f32>,
-    f64_kernel: impl Fn(&[f64]) -> Vec<f64>,
-) -> candle::Result<CpuStorage> {
-    Ok(match s {
-        CpuStorage::F32(_) => CpuStorage::F32(f32_kernel(slice(s, l, shape, op, "input")?)),
-        CpuStorage::F64(_) => CpuStorage::F64(f64_kernel(slice(s, l, shape, op, "input")?)),
-        other => candle::bail!("{op}: needs f32 or f64, got {:?}", other.dtype()),
-    })
-}
-
 impl CustomOp1 for Resize {
     fn name(&self) -> &'static str {
         "segkit-resize-bilinear"
@@ -144,9 +127,7 @@ impl CustomOp1 for Resize {
         let g = &self.0;
         let out = run1(
             self.name(),
-            s,
-            l,
-            &g.x_shape(),
+            (s, l, &g.x_shape()),
             |x| resize(x, g),
             |x| resize(x, g),
         )?;
@@ -167,9 +148,7 @@ impl CustomOp1 for ResizeAdjoint {
         let g = &self.0;
         let out = run1(
             self.name(),
-            s,
-            l,
-            &g.y_shape(),
+            (s, l, &g.y_shape()),
             |gy| resize_adjoint(gy, g),
             |gy| resize_adjoint(gy, g),
         )?;

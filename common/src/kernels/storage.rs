@@ -1,5 +1,5 @@
 //! Reading candle CPU storages inside the custom ops: the contiguous slice of an operand,
-//! with its shape checked, and the f32/f64 dispatch of a two-operand kernel.
+//! with its shape checked, and the f32/f64 dispatch of one- and two-operand kernels.
 
 use candle::backend::BackendStorage;
 use candle::{CpuStorage, Layout, Shape, WithDType};
@@ -33,6 +33,20 @@ pub(crate) fn slice<'a, T: WithDType>(
         )
     }
     contiguous(s, l, op, what)
+}
+
+/// Runs a kernel on one CPU storage of shape `shape` and float dtype (f32 or f64).
+pub(crate) fn run1(
+    op: &str,
+    (s, l, shape): (&CpuStorage, &Layout, &Shape),
+    f32_kernel: impl Fn(&[f32]) -> Vec<f32>,
+    f64_kernel: impl Fn(&[f64]) -> Vec<f64>,
+) -> candle::Result<CpuStorage> {
+    Ok(match s {
+        CpuStorage::F32(_) => CpuStorage::F32(f32_kernel(slice(s, l, shape, op, "input")?)),
+        CpuStorage::F64(_) => CpuStorage::F64(f64_kernel(slice(s, l, shape, op, "input")?)),
+        other => candle::bail!("{op}: needs f32 or f64, got {:?}", other.dtype()),
+    })
 }
 
 /// Runs a kernel on two CPU storages of the same float dtype (f32 or f64).
