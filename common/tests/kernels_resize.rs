@@ -1,30 +1,17 @@
 //! Tests of the CPU bilinear-resize kernel behind `common::nn::resize_bilinear`: values
-//! and gradients equal to the interpolation-matrix products `A_h · X · A_wᵀ` (the other
-//! path, itself checked against PyTorch's per-pixel rule and finite differences in
-//! `nn_resample.rs`) on random inputs at the sizes the assignments use and odd ones, in
+//! and gradients equal to the interpolation-matrix products `A_h · X · A_wᵀ`
+//! (`nn::resize_bilinear_by_matrices`, the other path, itself checked against PyTorch's
+//! per-pixel rule and finite differences in `nn_resample.rs`) on random inputs at the sizes the assignments use and odd ones, in
 //! f32 and f64, on strided inputs, and the error on an empty input.
 
 use candle::{DType, Device, Tensor, Var};
 use common::kernels;
-use common::nn::{bilinear_matrix, resize_bilinear};
+use common::nn::{resize_bilinear, resize_bilinear_by_matrices};
 
 mod support;
 use support::random;
 
 type Result<T> = candle::Result<T>;
-
-/// `A_h · X · A_wᵀ` with candle's matmuls (differentiable by candle's autograd).
-fn by_matrices(x: &Tensor, h: usize, w: usize) -> Result<Tensor> {
-    let (n, c, h_in, w_in) = x.dims4()?;
-    let a_h = bilinear_matrix(h_in, h, x.device(), x.dtype())?; // (h, H)
-    let a_w_t = bilinear_matrix(w_in, w, x.device(), x.dtype())?.t()?; // (W, w)
-                                                                       // (N*C*H, W) · (W, w) -> (N*C, H, w); (h, H) · (N*C, H, w) -> (N, C, h, w)
-    let rows = x
-        .reshape((n * c * h_in, w_in))?
-        .matmul(&a_w_t.contiguous()?)?
-        .reshape((n * c, h_in, w))?;
-    a_h.broadcast_matmul(&rows)?.reshape((n, c, h, w))
-}
 
 /// Output and input gradient of `sum(f(x) * r)` with a fixed random `r`.
 fn value_and_grad(
@@ -76,7 +63,8 @@ fn kernel_matches_the_matrix_products_with_gradients() -> Result<()> {
         for (dtype, tol) in [(DType::F32, 1e-5), (DType::F64, 1e-12)] {
             let x = random(&shape, dtype, i as u64)?;
             let (y, dx) = value_and_grad(|x| resize_bilinear(x, h, w), &x, 50 + i as u64)?;
-            let (y_ref, dx_ref) = value_and_grad(|x| by_matrices(x, h, w), &x, 50 + i as u64)?;
+            let (y_ref, dx_ref) =
+                value_and_grad(|x| resize_bilinear_by_matrices(x, h, w), &x, 50 + i as u64)?;
             let what = format!("case {i} {shape:?} -> {h}x{w} {dtype:?}");
             assert_close(&y, &y_ref, tol, &format!("{what}: output"));
             assert_close(&dx, &dx_ref, tol, &format!("{what}: gradient"));

@@ -21,4 +21,7 @@ pub use conv::{
 pub use convolutionalize::{convolutionalize, convolutionalize_linear};
 pub use double_conv::{double_conv, double_conv_with_mid, DoubleConv};
 pub use pool::max_pool2d;
-pub use upsample::{bilinear_matrix, linear_taps, resize_bilinear, upsample_nearest2d, LinearTap};
+pub use upsample::{
+    bilinear_matrix, linear_taps, resize_bilinear, resize_bilinear_by_matrices, upsample_nearest2d,
+    LinearTap,
+};

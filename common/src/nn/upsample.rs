@@ -109,6 +109,17 @@ pub fn resize_bilinear(xs: &Tensor, h: usize, w: usize) -> Result<Tensor> {
         };
         return xs.contiguous()?.apply_op1(crate::kernels::Resize(geom));
     }
+    resize_bilinear_by_matrices(xs, h, w)
+}
+
+/// The other path of [`resize_bilinear`] (CUDA, f16/bf16, `SEGKIT_CANDLE_OPS=1`), on any
+/// device: `A_h · X · A_wᵀ` with the [`bilinear_matrix`]es, differentiable by candle.
+/// Public so that tests compare the CPU kernel against it.
+///
+/// # Shapes
+/// `(N, C, H, W) -> (N, C, h, w)`
+pub fn resize_bilinear_by_matrices(xs: &Tensor, h: usize, w: usize) -> Result<Tensor> {
+    let (n, c, h_in, w_in) = xs.dims4()?;
     let a_h = bilinear_matrix(h_in, h, xs.device(), xs.dtype())?; // (h, H)
     let a_w_t = bilinear_matrix(w_in, w, xs.device(), xs.dtype())?
         .t()?
