@@ -49,6 +49,33 @@ fn reference(
     Ok((ys, mean.flatten_all()?, var.flatten_all()?))
 }
 
+/// A batch-norm function: `(x, gamma, beta) -> (y, mean, var)`.
+type BatchNormFn<'a> = &'a dyn Fn(&Tensor, &Tensor, &Tensor) -> Result<(Tensor, Tensor, Tensor)>;
+
+/// `[y, mean, var, dx, dgamma, dbeta]` of `bn` with the gradients of `sum(y * r)`.
+fn outputs_and_grads(
+    bn: BatchNormFn,
+    (x, gamma, beta): (&Var, &Var, &Var),
+    r: &Tensor,
+) -> Result<Vec<Tensor>> {
+    let (ys, mean, var) = bn(x.as_tensor(), gamma.as_tensor(), beta.as_tensor())?;
+    let grads = (&ys * r)?.sum_all()?.backward()?;
+    let get = |v: &Var| grads.get(v.as_tensor()).cloned().expect("missing gradient");
+    Ok(vec![ys, mean, var, get(x), get(gamma), get(beta)])
+}
+
+/// Asserts every output and gradient of `ours` is within 1e-4 (relative) of `theirs`.
+fn assert_close(ours: &[Tensor], theirs: &[Tensor], case: &str) -> Result<()> {
+    for (what, (a, b)) in ["y", "mean", "var", "dx", "dgamma", "dbeta"]
+        .iter()
+        .zip(ours.iter().zip(theirs))
+    {
+        let err = rel_err(a, b)?;
+        assert!(err < 1e-4, "{case}: {what} differs by {err:e}");
+    }
+    Ok(())
+}
+
 #[test]
 fn batch_norm_matches_candle_formula_and_gradients() -> Result<()> {
     for (i, shape) in [[2, 3, 5, 7], [4, 8, 6, 6], [1, 2, 9, 4]]
@@ -60,23 +87,14 @@ fn batch_norm_matches_candle_formula_and_gradients() -> Result<()> {
         let gamma = Var::from_tensor(&random(&[c], DType::F32, 10 + i as u64)?)?;
         let beta = Var::from_tensor(&random(&[c], DType::F32, 20 + i as u64)?)?;
         let r = random(&shape, DType::F32, 30 + i as u64)?;
-        let run = |f: &dyn Fn() -> Result<(Tensor, Tensor, Tensor)>| -> Result<Vec<Tensor>> {
-            let (ys, mean, var) = f()?;
-            let grads = (&ys * &r)?.sum_all()?.backward()?;
-            let get = |v: &Var| grads.get(v.as_tensor()).cloned().expect("missing gradient");
-            Ok(vec![ys, mean, var, get(&x), get(&gamma), get(&beta)])
-        };
-        let ours = run(&|| {
-            kernels::batch_norm_train(x.as_tensor(), gamma.as_tensor(), beta.as_tensor(), 1e-5)
-        })?;
-        let theirs = run(&|| reference(x.as_tensor(), gamma.as_tensor(), beta.as_tensor(), 1e-5))?;
-        for (what, (a, b)) in ["y", "mean", "var", "dx", "dgamma", "dbeta"]
-            .iter()
-            .zip(ours.iter().zip(&theirs))
-        {
-            let err = rel_err(a, b)?;
-            assert!(err < 1e-4, "case {i} {shape:?}: {what} differs by {err:e}");
-        }
+        let vars = (&x, &gamma, &beta);
+        let ours = outputs_and_grads(
+            &|x, g, b| kernels::batch_norm_train(x, g, b, 1e-5),
+            vars,
+            &r,
+        )?;
+        let theirs = outputs_and_grads(&|x, g, b| reference(x, g, b, 1e-5), vars, &r)?;
+        assert_close(&ours, &theirs, &format!("case {i} {shape:?}"))?;
     }
     Ok(())
 }
@@ -109,32 +127,24 @@ fn batch_norm_relu_matches_batch_norm_then_relu() -> Result<()> {
         let gamma = Var::from_tensor(&random(&[c], DType::F32, 70 + i as u64)?)?;
         let beta = Var::from_tensor(&random(&[c], DType::F32, 80 + i as u64)?)?;
         let r = random(&shape, DType::F32, 90 + i as u64)?;
-        let run = |fused: bool| -> Result<Vec<Tensor>> {
-            let (xs, g, b) = (x.as_tensor(), gamma.as_tensor(), beta.as_tensor());
-            let (ys, mean, var) = if fused {
-                kernels::batch_norm_relu_train(xs, g, b, 1e-5)?
-            } else {
-                let (ys, mean, var) = reference(xs, g, b, 1e-5)?;
-                (ys.relu()?, mean, var)
-            };
-            let grads = (&ys * &r)?.sum_all()?.backward()?;
-            let get = |v: &Var| grads.get(v.as_tensor()).cloned().expect("missing gradient");
-            Ok(vec![ys, mean, var, get(&x), get(&gamma), get(&beta)])
+        let vars = (&x, &gamma, &beta);
+        let ours = outputs_and_grads(
+            &|x, g, b| kernels::batch_norm_relu_train(x, g, b, 1e-5),
+            vars,
+            &r,
+        )?;
+        let reference_then_relu = |x: &Tensor, g: &Tensor, b: &Tensor| {
+            let (ys, mean, var) = reference(x, g, b, 1e-5)?;
+            Ok((ys.relu()?, mean, var))
         };
-        let (ours, theirs) = (run(true)?, run(false)?);
+        let theirs = outputs_and_grads(&reference_then_relu, vars, &r)?;
         // Some outputs are clipped, so the ReLU's mask matters for every gradient.
         let clipped = ours[0].eq(0f32)?.to_dtype(DType::F32)?.sum_all()?;
         assert!(
             clipped.to_scalar::<f32>()? > 0.0,
             "case {i}: no output clipped"
         );
-        for (what, (a, b)) in ["y", "mean", "var", "dx", "dgamma", "dbeta"]
-            .iter()
-            .zip(ours.iter().zip(&theirs))
-        {
-            let err = rel_err(a, b)?;
-            assert!(err < 1e-4, "case {i} {shape:?}: {what} differs by {err:e}");
-        }
+        assert_close(&ours, &theirs, &format!("case {i} {shape:?}"))?;
     }
     Ok(())
 }
