@@ -5,7 +5,18 @@ use std::str::FromStr;
 use candle::Device;
 
 /// Which device a program asks for on its command line.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Default,
+    clap::ValueEnum,
+    serde::Serialize,
+    serde::Deserialize,
+)]
+#[serde(rename_all = "lowercase")]
 pub enum DeviceChoice {
     /// CUDA when the binary was built with `--features cuda` and a GPU answers, else CPU.
     #[default]

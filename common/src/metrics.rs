@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 use anyhow::{bail, Context};
 use candle::{DType, Tensor};
 use ndarray::Array2;
-use serde_json::{json, Value};
+use serde::{Deserialize, Serialize};
 
 use crate::data::IGNORE_LABEL;
 use crate::Result;
@@ -207,10 +207,10 @@ impl ConfusionMatrix {
         mean_of_some(&self.dice_per_class())
     }
 
-    /// A JSON summary for `metrics.json`: the overall figures, then per-class IoU,
-    /// Dice, accuracy and truth pixel counts keyed by class name. NaN and absent
-    /// classes are written as `null`. `class_names` must hold `K` distinct names.
-    pub fn to_json(&self, class_names: &[String]) -> Result<Value> {
+    /// The figures for `metrics.json`: the overall ones, then per-class IoU, Dice,
+    /// accuracy and truth pixel counts keyed by class name (absent classes are
+    /// `None`, written as `null`). `class_names` must hold `K` distinct names.
+    pub fn scores(&self, class_names: &[String]) -> Result<Scores> {
         let k = self.n_classes();
         if class_names.len() != k {
             bail!(
@@ -218,31 +218,50 @@ impl ConfusionMatrix {
                 class_names.len()
             );
         }
-        let by_name = |values: Vec<Option<f64>>| -> Result<Value> {
+        let by_name = |values: Vec<Option<f64>>| -> Result<BTreeMap<String, Option<f64>>> {
             let mut map = BTreeMap::new();
             for (name, value) in class_names.iter().zip(values) {
-                if map.insert(name.clone(), json!(value)).is_some() {
+                if map.insert(name.clone(), value).is_some() {
                     bail!("class name {name:?} appears twice");
                 }
             }
-            serde_json::to_value(map).context("serialising per-class metrics")
+            Ok(map)
         };
-        let truth_pixels: Vec<Option<f64>> =
-            (0..k).map(|c| Some(self.truth_count(c) as f64)).collect();
-        Ok(json!({
-            "n_classes": k,
-            "pixels": self.total(),
-            "pixel_accuracy": self.pixel_accuracy(),
-            "mean_accuracy": self.mean_accuracy(),
-            "mean_iou": self.mean_iou(),
-            "fw_iou": self.fw_iou(),
-            "mean_dice": self.mean_dice(),
-            "iou_per_class": by_name(self.iou_per_class())?,
-            "dice_per_class": by_name(self.dice_per_class())?,
-            "accuracy_per_class": by_name(self.accuracy_per_class())?,
-            "truth_pixels_per_class": by_name(truth_pixels)?,
-        }))
+        let truth_pixels = class_names
+            .iter()
+            .enumerate()
+            .map(|(c, name)| (name.clone(), self.truth_count(c)))
+            .collect();
+        Ok(Scores {
+            n_classes: k,
+            pixels: self.total(),
+            pixel_accuracy: self.pixel_accuracy(),
+            mean_accuracy: self.mean_accuracy(),
+            mean_iou: self.mean_iou(),
+            fw_iou: self.fw_iou(),
+            mean_dice: self.mean_dice(),
+            iou_per_class: by_name(self.iou_per_class())?,
+            dice_per_class: by_name(self.dice_per_class())?,
+            accuracy_per_class: by_name(self.accuracy_per_class())?,
+            truth_pixels_per_class: truth_pixels,
+        })
     }
+}
+
+/// A confusion matrix's figures as `metrics.json` holds them (NaN is written as `null`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Scores {
+    pub n_classes: usize,
+    pub pixels: u64,
+    pub pixel_accuracy: f64,
+    pub mean_accuracy: f64,
+    pub mean_iou: f64,
+    pub fw_iou: f64,
+    pub mean_dice: f64,
+    pub iou_per_class: BTreeMap<String, Option<f64>>,
+    pub dice_per_class: BTreeMap<String, Option<f64>>,
+    pub accuracy_per_class: BTreeMap<String, Option<f64>>,
+    pub truth_pixels_per_class: BTreeMap<String, u64>,
 }
 
 /// Mean of the `Some` values; NaN when there are none.

@@ -1,9 +1,9 @@
 //! The training loop: a progress bar, a validation hook per epoch, the history as
 //! CSV and JSON, the loss-curve PNG rewritten after every epoch, a NaN guard, and
-//! atomic checkpoints after every epoch that `resume` continues from.
+//! atomic checkpoints after every epoch that `resume` continues from. It trains on
+//! anything that yields batches per epoch ([`EpochBatches`]): image batches from a
+//! [`Loader`], or rows of sampled features.
 
-use std::io::Write;
-use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use anyhow::Context;
@@ -12,27 +12,60 @@ use candle_nn::VarMap;
 use indicatif::{ProgressBar, ProgressStyle};
 use serde::{Deserialize, Serialize};
 
-use crate::checkpoint::{
-    load_checkpoint, load_into_varmap, save_checkpoint, write_atomically, CheckpointMeta,
-};
+use crate::checkpoint::{load_checkpoint, load_into_varmap, save_checkpoint, CheckpointMeta};
 use crate::data::loader::{Batch, Loader};
 use crate::optim::Optimizer;
 use crate::plot::{plot_loss_curves, Curve};
+use crate::run_dir::{RunDir, HISTORY_CSV, HISTORY_JSON};
 use crate::schedule::LrSchedule;
 
-/// File names inside a run's output folder.
-pub const CHECKPOINT_FILE: &str = "checkpoint.safetensors";
-pub const HISTORY_CSV: &str = "history.csv";
-pub const HISTORY_JSON: &str = "history.json";
-pub const LOSS_PNG: &str = "loss.png";
+/// What [`fit`] trains on: a fixed number of batches per epoch, each epoch's order
+/// a function of the epoch alone (so a resumed run sees the same batches).
+pub trait EpochBatches {
+    /// What one optimisation step consumes.
+    type Batch;
+
+    /// Batches in every epoch.
+    fn batches_per_epoch(&self) -> usize;
+
+    /// The batches of `epoch` (1-based) on `device`, in order.
+    fn epoch_batches<'a>(
+        &'a self,
+        epoch: usize,
+        device: &Device,
+    ) -> Box<dyn Iterator<Item = crate::Result<Self::Batch>> + 'a>;
+
+    /// Items (images, feature rows) in `batch`, for the rate on the progress bar.
+    fn batch_len(batch: &Self::Batch) -> usize;
+}
+
+impl EpochBatches for Loader {
+    type Batch = Batch;
+
+    fn batches_per_epoch(&self) -> usize {
+        Loader::batches_per_epoch(self)
+    }
+
+    fn epoch_batches<'a>(
+        &'a self,
+        epoch: usize,
+        device: &Device,
+    ) -> Box<dyn Iterator<Item = crate::Result<Batch>> + 'a> {
+        Box::new(self.epoch(epoch, device))
+    }
+
+    fn batch_len(batch: &Batch) -> usize {
+        batch.ids.len()
+    }
+}
 
 /// What one run of [`fit`] needs besides the model, optimiser and data.
 #[derive(Debug, Clone)]
 pub struct TrainConfig {
     /// Number of epochs in the whole run (a resumed run continues up to it).
     pub epochs: usize,
-    /// The run's output folder (checkpoint, history, loss curve).
-    pub out_dir: PathBuf,
+    /// The run's (or the phase's) folder: checkpoint, history, loss curve.
+    pub run_dir: RunDir,
     /// The seed the run was started with (saved in the checkpoint).
     pub seed: u64,
     /// Learning rate per optimiser step (its `total_steps` should be `epochs * batches`).
@@ -95,7 +128,7 @@ impl History {
     }
 
     /// Writes `history.csv`, `history.json` and `loss.png` into `dir`, each atomically.
-    pub fn save(&self, dir: &Path, title: &str) -> crate::Result<()> {
+    pub fn save(&self, dir: &RunDir, title: &str) -> crate::Result<()> {
         let mut csv = String::from("epoch,train_loss,val_loss,metric_name,metric,lr,seconds\n");
         for e in &self.epochs {
             let opt = |v: Option<f64>| v.map(|v| v.to_string()).unwrap_or_default();
@@ -110,21 +143,18 @@ impl History {
                 e.seconds
             ));
         }
-        write_atomic(&dir.join(HISTORY_CSV), csv.as_bytes())?;
-        let json = serde_json::to_vec_pretty(self)?;
-        write_atomic(&dir.join(HISTORY_JSON), &json)?;
-        self.plot(&dir.join(LOSS_PNG), title)
+        dir.write_bytes(HISTORY_CSV, csv.as_bytes())?;
+        dir.write_json(HISTORY_JSON, self)?;
+        self.plot(&dir.loss_png(), title)
     }
 
     /// Reads a history written by [`History::save`].
-    pub fn load(dir: &Path) -> crate::Result<Self> {
-        let path = dir.join(HISTORY_JSON);
-        let text = std::fs::read(&path).with_context(|| format!("cannot read history {path:?}"))?;
-        serde_json::from_slice(&text).with_context(|| format!("history {path:?} is not valid JSON"))
+    pub fn load(dir: &RunDir) -> crate::Result<Self> {
+        dir.read_json(HISTORY_JSON)
     }
 
     /// Draws the loss curves (train, val) and the metric into a PNG.
-    pub fn plot(&self, path: &Path, title: &str) -> crate::Result<()> {
+    pub fn plot(&self, path: &std::path::Path, title: &str) -> crate::Result<()> {
         let train = Curve {
             name: "train loss".into(),
             points: self
@@ -158,34 +188,24 @@ impl History {
     }
 }
 
-/// Writes `bytes` to `path` atomically (temporary file in the same folder, then rename).
-pub fn write_atomic(path: &Path, bytes: &[u8]) -> crate::Result<()> {
-    write_atomically(path, |file| {
-        file.write_all(bytes)
-            .with_context(|| format!("cannot write {path:?}"))
-    })
-}
-
-/// Trains `varmap`'s weights with `optimizer` on `loader` for `cfg.epochs` epochs.
+/// Trains `varmap`'s weights with `optimizer` on `batches` for `cfg.epochs` epochs.
 ///
 /// `loss_fn` gives the scalar training loss of a batch (the model in training
 /// mode); `validate` runs after each epoch (model in eval mode) and may return
 /// `None`. After every epoch the checkpoint, history and loss curve are rewritten
 /// atomically. A non-finite loss stops the run with an error naming the epoch and
 /// step; the checkpoint of the last good epoch stays.
-pub fn fit(
+pub fn fit<B: EpochBatches>(
     cfg: &TrainConfig,
     varmap: &VarMap,
     optimizer: &mut dyn Optimizer,
-    loader: &Loader,
+    batches: &B,
     device: &Device,
-    mut loss_fn: impl FnMut(&Batch) -> candle::Result<Tensor>,
+    mut loss_fn: impl FnMut(&B::Batch) -> candle::Result<Tensor>,
     mut validate: impl FnMut(usize) -> crate::Result<Option<Validation>>,
 ) -> crate::Result<History> {
-    std::fs::create_dir_all(&cfg.out_dir)
-        .with_context(|| format!("cannot create output folder {:?}", cfg.out_dir))?;
-    let checkpoint_path = cfg.out_dir.join(CHECKPOINT_FILE);
-    let steps_per_epoch = loader.batches_per_epoch();
+    let checkpoint_path = cfg.run_dir.checkpoint();
+    let steps_per_epoch = batches.batches_per_epoch();
     let (mut history, first_epoch) = if cfg.resume && checkpoint_path.exists() {
         let checkpoint = load_checkpoint(&checkpoint_path, device)?;
         load_into_varmap(varmap, &checkpoint.model)
@@ -193,7 +213,7 @@ pub fn fit(
         optimizer
             .load_state(&checkpoint.optimizer)
             .with_context(|| format!("optimiser state in {checkpoint_path:?} does not fit"))?;
-        let mut history = History::load(&cfg.out_dir).unwrap_or_default();
+        let mut history = History::load(&cfg.run_dir).unwrap_or_default();
         history.epochs.truncate(checkpoint.meta.epoch);
         eprintln!(
             "resuming from {checkpoint_path:?} after epoch {}",
@@ -208,9 +228,9 @@ pub fn fit(
         let started = Instant::now();
         let bar = progress_bar(cfg.progress, steps_per_epoch, epoch, cfg.epochs);
         let mut step_losses = Vec::with_capacity(steps_per_epoch);
-        let mut images = 0usize;
+        let mut items = 0usize;
         let mut lr = optimizer.learning_rate();
-        for (step, batch) in loader.epoch(epoch, device).enumerate() {
+        for (step, batch) in batches.epoch_batches(epoch, device).enumerate() {
             let batch = batch.with_context(|| format!("epoch {epoch} step {}", step + 1))?;
             let global_step = (epoch - 1) * steps_per_epoch + step;
             lr = cfg.schedule.lr_at(global_step);
@@ -228,9 +248,9 @@ pub fn fit(
             let grads = loss.backward()?;
             optimizer.step(&grads)?;
             step_losses.push(value);
-            images += batch.ids.len();
-            let rate = images as f64 / started.elapsed().as_secs_f64().max(1e-9);
-            bar.set_message(format!("loss {value:.4}  {rate:.1} img/s"));
+            items += B::batch_len(&batch);
+            let rate = items as f64 / started.elapsed().as_secs_f64().max(1e-9);
+            bar.set_message(format!("loss {value:.4}  {rate:.1} items/s"));
             bar.inc(1);
         }
         bar.finish_and_clear();
@@ -255,7 +275,7 @@ pub fn fit(
             config: cfg.run_config.clone(),
         };
         save_checkpoint(&checkpoint_path, varmap, &optimizer.state()?, &meta)?;
-        history.save(&cfg.out_dir, &cfg.title)?;
+        history.save(&cfg.run_dir, &cfg.title)?;
     }
     Ok(history)
 }

@@ -180,8 +180,7 @@ pub fn shared_weights_dir() -> Option<PathBuf> {
         let dir = PathBuf::from(dir);
         return dir.is_dir().then_some(dir);
     }
-    let beside = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/weights");
-    beside.is_dir().then_some(beside)
+    crate::workspace::shared_beside_workspace("weights")
 }
 
 /// The JSON header of a safetensors file (tensor entries and `__metadata__`),

@@ -17,8 +17,9 @@ use common::loss::pixel_cross_entropy;
 use common::metrics::ConfusionMatrix;
 use common::nn::{conv2d, Conv2d, ConvConfig};
 use common::optim::{param_group, Adam, AdamConfig};
+use common::run_dir::{RunDir, CHECKPOINT_FILE, LOSS_PNG};
 use common::schedule::{LrSchedule, ScheduleKind};
-use common::train::{fit, History, TrainConfig, Validation, CHECKPOINT_FILE, LOSS_PNG};
+use common::train::{fit, History, TrainConfig, Validation};
 
 /// conv 3x3 (3 -> 16) + ReLU, conv 3x3 (16 -> 16) + ReLU, conv 1x1 (16 -> K): a
 /// tiny fully convolutional net that keeps the input's size.
@@ -74,7 +75,7 @@ fn new_run(n_classes: usize, seed: u64) -> anyhow::Result<Run> {
 fn config(out_dir: &Path, epochs: usize, steps_per_epoch: usize) -> TrainConfig {
     TrainConfig {
         epochs,
-        out_dir: out_dir.to_path_buf(),
+        run_dir: RunDir::create_empty(out_dir).expect("test run folder"),
         seed: 3,
         schedule: LrSchedule::new(
             0.01,
@@ -291,6 +292,6 @@ fn nan_loss_stops_with_epoch_and_step_and_keeps_the_last_checkpoint() -> anyhow:
     assert!(message.contains("NaN"), "{message}");
     let checkpoint = load_checkpoint(&out.path().join(CHECKPOINT_FILE), &Device::Cpu)?;
     assert_eq!(checkpoint.meta.epoch, 1);
-    assert_eq!(History::load(out.path())?.epochs.len(), 1);
+    assert_eq!(History::load(&RunDir::open(out.path())?)?.epochs.len(), 1);
     Ok(())
 }

@@ -6,6 +6,7 @@
 pub mod fetch;
 pub mod image_io;
 pub mod loader;
+pub mod locate;
 pub mod pairs;
 pub mod synthetic;
 pub mod transforms;
@@ -88,15 +89,14 @@ impl Dataset for InMemoryDataset {
 pub const SHARED_DATA_ENV: &str = "SEGKIT_SHARED_DATA";
 
 /// The folder of real data sets for tests: `$SEGKIT_SHARED_DATA`, else
-/// `../shared/data` beside the workspace, else `None` (tests then print that they
+/// `../shared/data` beside the workspace found at run time, else `None` (tests then print that they
 /// skipped and run their generated-data twin only).
 pub fn shared_data_dir() -> Option<std::path::PathBuf> {
     if let Some(dir) = std::env::var_os(SHARED_DATA_ENV) {
         let dir = std::path::PathBuf::from(dir);
         return dir.is_dir().then_some(dir);
     }
-    let beside = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/data");
-    beside.is_dir().then_some(beside)
+    crate::workspace::shared_beside_workspace("data")
 }
 
 /// The real data set `name` under [`shared_data_dir`], or `None` after printing

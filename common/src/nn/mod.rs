@@ -14,6 +14,8 @@ pub mod ops;
 pub mod pool;
 pub mod upsample;
 
+/// `max(0, x)` with PyTorch's zero gradient at 0: the one ReLU of the course.
+pub use crate::kernels::relu;
 pub use batch_norm::{batch_norm2d, is_batch_norm_buffer, BatchNorm2d, BatchNorm2dConfig};
 pub use conv::{
     conv2d, conv_transpose2d, Conv2d, ConvConfig, ConvTranspose2d, ConvTransposeConfig,
