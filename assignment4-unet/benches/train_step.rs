@@ -8,8 +8,8 @@
 //! candle's ops (`--fast-only` skips candle's ops, for profiling). The PyTorch twin is the
 //! `unet-default-step` case of `bench/pytorch_bench.py`.
 
+use assignment4_unet::config::Config;
 use assignment4_unet::model::{UNet, UNetConfig};
-use assignment4_unet::training::TrainOptions;
 use candle::{DType, Device, ModuleT, Tensor};
 use candle_nn::VarMap;
 use common::bench::{compare_with_candle, median_ms, runs_arg};
@@ -17,12 +17,8 @@ use common::optim::{param_group, Adam, AdamConfig, Optimizer};
 
 /// The net and batch of a default `cargo run -p assignment4-unet`.
 fn config() -> (UNetConfig, usize, usize) {
-    let opts = TrainOptions::default();
-    let net = UNetConfig {
-        width: opts.width,
-        ..UNetConfig::default()
-    };
-    (net, opts.batch_size, opts.crop)
+    let cfg = Config::default();
+    (cfg.unet(2), cfg.batch_size, cfg.crop)
 }
 
 /// Convolution FLOPs of one forward pass of the (transposed-conv) U-Net of width `w` on

@@ -15,25 +15,25 @@ use ndarray::{s, Array2, Array3, Axis};
 use rand::rngs::StdRng;
 use rand::Rng;
 
-/// Elastic deformation strength (Simard et al.'s `alpha` and `sigma`, in pixels).
-#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize)]
+/// Elastic deformation strength (Simard et al.'s `alpha` and `sigma`, in pixels):
+/// flags of `train`, with their defaults written once, here.
+#[derive(Debug, Clone, Copy, PartialEq, clap::Args, serde::Serialize, serde::Deserialize)]
 pub struct ElasticConfig {
-    /// Scale of the smoothed field; the displacement's standard deviation is
-    /// about `alpha * 0.577 / (2 sqrt(pi) sigma)` pixels (4 px for the defaults).
+    /// Elastic deformation scale alpha in pixels (the displacement's standard deviation is
+    /// about alpha * 0.577 / (2 sqrt(pi) sigma): 4 px for the defaults)
+    #[arg(long = "elastic-alpha", default_value_t = 250.0)]
     pub alpha: f32,
-    /// Standard deviation of the Gaussian smoothing, in pixels.
+    /// Elastic deformation smoothness sigma: the Gaussian's standard deviation in pixels
+    #[arg(long = "elastic-sigma", default_value_t = 10.0)]
     pub sigma: f32,
-    /// Chance that a sample is deformed at all.
+    /// Chance that a training crop is elastically deformed at all
+    #[arg(long = "elastic-probability", default_value_t = 0.5)]
     pub probability: f64,
 }
 
 impl Default for ElasticConfig {
     fn default() -> Self {
-        Self {
-            alpha: 250.0,
-            sigma: 10.0,
-            probability: 0.5,
-        }
+        common::cli::defaults()
     }
 }
 

@@ -1,11 +1,13 @@
 //! Where the training images come from: the ISBI 2012 membrane set (the U-Net
-//! paper's task), any folder of image/mask pairs, a VOC-layout set, or, when none
-//! is found, the generated set of `common::data::synthetic`, said loudly.
+//! paper's task), any folder of image/mask pairs, a VOC-layout set, found by
+//! `common::data::locate`, or, when none is found, the generated set of
+//! `common::data::synthetic`.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use anyhow::{bail, Context};
+use common::data::locate::{locate, DataSetSpec, Located};
 use common::data::pairs::{MaskFormat, PairsDataset};
 use common::data::synthetic::{synthetic_dataset, SyntheticConfig};
 use common::data::voc::{Split, VocDataset};
@@ -31,10 +33,10 @@ pub struct Splits {
     pub train: InMemoryDataset,
     /// Held-back samples to evaluate on (full size).
     pub val: InMemoryDataset,
-    /// Where the samples came from, for logs and `config.json`.
-    pub source: String,
-    /// True when no real data was found and the generated set is used.
-    pub synthetic: bool,
+    /// What the set is, for titles: `"ISBI 2012 membranes"`.
+    pub title: &'static str,
+    /// Where the samples came from (`metrics.json` field `data`).
+    pub data: Located,
 }
 
 /// The kinds of folders `--data-dir` may point at.
@@ -74,21 +76,28 @@ pub fn detect_layout(dir: &Path) -> Result<Layout> {
     )
 }
 
-/// The data folder to use: `--data-dir`, else `<workspace>/data/isbi2012-membrane`,
-/// else the shared data folder's `isbi2012-membrane`; `None` when none exists.
-pub fn locate_data(data_dir: Option<&Path>) -> Result<Option<PathBuf>> {
-    if let Some(dir) = data_dir {
-        if !dir.is_dir() {
-            bail!("--data-dir {dir:?} does not exist or is not a folder");
+impl Layout {
+    /// What the set is, for titles.
+    pub fn title(&self) -> &'static str {
+        match self {
+            Layout::Isbi(_) => "ISBI 2012 membranes",
+            Layout::Voc(_) => "a VOC layout",
+            Layout::Pairs { .. } => "image/mask pairs",
         }
-        return Ok(Some(dir.to_path_buf()));
     }
-    let workspace = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
-    let candidates = [
-        Some(workspace.join("data").join(ISBI_NAME)),
-        common::data::shared_data_dir().map(|d| d.join(ISBI_NAME)),
-    ];
-    Ok(candidates.into_iter().flatten().find(|d| d.is_dir()))
+}
+
+/// Finds the data (see `common::data::locate`): `--data-dir`, else a folder named
+/// `isbi2012-membrane` in `$SEGKIT_DATA_DIR`, the workspace's `data/` or the shared
+/// data, holding one of the layouts of [`detect_layout`]; else the generated set.
+pub fn locate_data(data_dir: Option<&Path>) -> Result<Located> {
+    let spec = DataSetSpec {
+        names: &[ISBI_NAME],
+        title: "the ISBI 2012 membrane images (train/image/0..29.png, train/label/0..29.png)",
+        find_root: &|dir| detect_layout(dir).map(|_| dir.to_path_buf()),
+        download: None,
+    };
+    locate(&spec, data_dir)
 }
 
 /// Reads every sample of `ds` into memory (the sets here are small).
@@ -128,60 +137,60 @@ pub fn hold_back(
     Ok((train, val))
 }
 
-/// Opens the data of a run (see [`locate_data`] and [`detect_layout`]): ISBI and
-/// pairs sets hold back `n_val` seeded samples, VOC sets use their val split,
-/// and without data the generated set is used (with a loud message).
-pub fn open_splits(data_dir: Option<&Path>, n_val: usize, seed: u64) -> Result<Splits> {
-    let Some(dir) = locate_data(data_dir)? else {
-        eprintln!(
-            "\n!!! ISBI 2012 membrane data not found: put it in data/{ISBI_NAME}/ \
-             (train/image/0..29.png, train/label/0..29.png) or pass --data-dir DIR.\n\
-             !!! No public download is wired in, so this run uses the GENERATED data set \
-             (common::data::synthetic); its figures say nothing about ISBI.\n"
-        );
-        return synthetic_splits(n_val, seed);
-    };
-    let (all_or_split, source) = match detect_layout(&dir)? {
+/// The samples of a layout: the whole set, or a VOC set's own train and val splits.
+enum Samples {
+    All(InMemoryDataset),
+    Split(InMemoryDataset, InMemoryDataset),
+}
+
+/// Reads the samples of `layout` into memory.
+fn read_layout(layout: &Layout) -> Result<Samples> {
+    let grey = MaskFormat::Grey { threshold: 128 };
+    match layout {
         Layout::Isbi(root) => {
-            let ds = PairsDataset::open(
-                &root.join("train/image"),
-                &root.join("train/label"),
-                MaskFormat::Grey { threshold: 128 },
-                ISBI_CLASSES.iter().map(|s| s.to_string()).collect(),
-            )
-            .with_context(|| format!("opening the ISBI 2012 set in {root:?}"))?;
-            (Err(read_all(&ds)?), format!("ISBI 2012 membranes {root:?}"))
+            let classes = ISBI_CLASSES.iter().map(|s| s.to_string()).collect();
+            let (images, labels) = (root.join("train/image"), root.join("train/label"));
+            let ds = PairsDataset::open(&images, &labels, grey, classes)
+                .with_context(|| format!("opening the ISBI 2012 set in {root:?}"))?;
+            Ok(Samples::All(read_all(&ds)?))
         }
         Layout::Pairs { images, masks } => {
-            let ds = PairsDataset::open(
-                &images,
-                &masks,
-                MaskFormat::Grey { threshold: 128 },
-                vec!["background".into(), "foreground".into()],
-            )
-            .with_context(|| format!("opening the image/mask pairs in {dir:?}"))?;
-            (Err(read_all(&ds)?), format!("image/mask pairs {dir:?}"))
+            let classes = vec!["background".into(), "foreground".into()];
+            let ds = PairsDataset::open(images, masks, grey, classes)
+                .with_context(|| format!("opening the image/mask pairs {images:?} + {masks:?}"))?;
+            Ok(Samples::All(read_all(&ds)?))
         }
-        Layout::Voc(root) => {
-            let train = read_all(&VocDataset::open(&root, Split::Train)?)?;
-            let val = read_all(&VocDataset::open(&root, Split::Val)?)?;
-            (Ok((train, val)), format!("VOC layout {root:?}"))
-        }
+        Layout::Voc(root) => Ok(Samples::Split(
+            read_all(&VocDataset::open(root, Split::Train)?)?,
+            read_all(&VocDataset::open(root, Split::Val)?)?,
+        )),
+    }
+}
+
+/// Opens the data a run found (see [`locate_data`] and [`detect_layout`]): ISBI and
+/// pairs sets hold back `n_val` seeded samples, VOC sets use their val split, and
+/// without data the generated set is used.
+pub fn open_splits(data: Located, n_val: usize, seed: u64) -> Result<Splits> {
+    let Some(root) = data.root.clone() else {
+        return generated_splits(data, n_val, seed);
     };
-    let (train, val) = match all_or_split {
-        Ok(split) => split,
-        Err(all) => hold_back(all, n_val, seed).with_context(|| format!("data set {dir:?}"))?,
+    let layout = detect_layout(&root)?;
+    let (train, val) = match read_layout(&layout)? {
+        Samples::Split(train, val) => (train, val),
+        Samples::All(all) => {
+            hold_back(all, n_val, seed).with_context(|| format!("data set {root:?}"))?
+        }
     };
     Ok(Splits {
         train,
         val,
-        source,
-        synthetic: false,
+        title: layout.title(),
+        data,
     })
 }
 
 /// The generated two-class set used when no real data is found.
-pub fn synthetic_splits(n_val: usize, seed: u64) -> Result<Splits> {
+fn generated_splits(data: Located, n_val: usize, seed: u64) -> Result<Splits> {
     let all = synthetic_dataset(&SyntheticConfig {
         n_samples: 30,
         height: SYNTHETIC_SIZE,
@@ -193,8 +202,8 @@ pub fn synthetic_splits(n_val: usize, seed: u64) -> Result<Splits> {
     Ok(Splits {
         train,
         val,
-        source: "generated (common::data::synthetic)".into(),
-        synthetic: true,
+        title: "generated data",
+        data,
     })
 }
 

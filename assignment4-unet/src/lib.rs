@@ -2,8 +2,11 @@
 //! on the ISBI 2012 electron-microscopy membrane images it was invented for.
 
 pub mod augment;
+pub mod config;
 pub mod data;
 pub mod evaluate;
 pub mod model;
 pub mod predict;
+pub mod report;
+pub mod run;
 pub mod training;

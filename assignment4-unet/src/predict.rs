@@ -1,6 +1,7 @@
 //! Inference on images of any size: pad to a multiple of 16 (the four 2x2 pools),
-//! run the net in evaluation mode, crop the scores back; load a trained net from
-//! its checkpoint; write mask PNGs and overlays.
+//! run the net in evaluation mode, crop the scores back; what a checkpoint says
+//! about its net and how to load it back; the `predict` subcommand, which writes
+//! mask PNGs and overlays.
 
 use std::path::{Path, PathBuf};
 
@@ -9,9 +10,14 @@ use candle::{Device, ModuleT, Tensor};
 use candle_nn::VarMap;
 use common::checkpoint::{load_checkpoint, load_into_varmap};
 use common::data::image_io::{image_to_tensor, load_image, save_palette_mask, tensor_to_mask};
+use common::device::open_device;
+use common::run_dir::RunDir;
 use common::Result;
+use indicatif::ProgressBar;
 use ndarray::{Array2, Array3};
+use serde::{Deserialize, Serialize};
 
+use crate::config::{Config, PredictConfig};
 use crate::model::{build_unet, UNet, UNetConfig};
 
 /// The net's inputs must be multiples of this (2^4 for four 2x2 pools).
@@ -45,42 +51,71 @@ pub fn predict_mask(model: &UNet, image: &Array3<f32>, device: &Device) -> Resul
     tensor_to_mask(&classes)
 }
 
+/// What every checkpoint of a run holds besides the tensors (its metadata's
+/// `config`): the net's sizes and the run's flags. Checkpoints written before the
+/// run folders had the same two keys (`options` then held the older flags), so
+/// [`load_model`] reads both.
+#[derive(Debug, Clone, Serialize)]
+pub struct CheckpointInfo<'a> {
+    pub model: UNetConfig,
+    pub options: &'a Config,
+}
+
+/// The part of [`CheckpointInfo`] that `evaluate` needs: the sizes and the split.
+#[derive(Debug, Clone, Deserialize)]
+struct SavedInfo {
+    model: UNetConfig,
+    options: HeldBack,
+}
+
+/// How a run split its data: `n_val` images held back with `seed`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+pub struct HeldBack {
+    pub n_val: usize,
+    pub seed: u64,
+}
+
 /// A trained net read back from a checkpoint written by `train`.
 pub struct LoadedModel {
     pub model: UNet,
     pub varmap: VarMap,
-    /// The configuration the run saved (`model` holds the [`UNetConfig`]).
-    pub run_config: serde_json::Value,
+    /// The split of the run that trained it.
+    pub split: HeldBack,
 }
 
 impl std::fmt::Debug for LoadedModel {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("LoadedModel")
             .field("model", &self.model)
-            .field("run_config", &self.run_config)
+            .field("split", &self.split)
             .finish_non_exhaustive()
     }
 }
 
-/// Rebuilds the net from `checkpoint.safetensors`: its sizes from the saved run
-/// configuration (key `model`), its weights and BatchNorm statistics from the file.
+/// Rebuilds the net from a checkpoint: its sizes and split from the metadata (see
+/// [`CheckpointInfo`]), its weights and BatchNorm statistics from the tensors.
 pub fn load_model(path: &Path, device: &Device) -> Result<LoadedModel> {
     if !path.is_file() {
-        bail!("checkpoint {path:?} not found (train first, or pass --checkpoint FILE)");
+        bail!(
+            "checkpoint {path:?} not found (train first, or pass --run DIR or --checkpoint FILE)"
+        );
     }
     let checkpoint = load_checkpoint(path, device)?;
-    let run_config = checkpoint.meta.config.clone();
-    let config: UNetConfig =
-        serde_json::from_value(run_config["model"].clone()).with_context(|| {
-            format!("checkpoint {path:?} has no U-Net configuration (key `model`) in its metadata")
+    let info: SavedInfo =
+        serde_json::from_value(checkpoint.meta.config.clone()).with_context(|| {
+            format!(
+                "checkpoint {path:?} does not describe its U-Net (keys `model` and `options` \
+                 with `n_val` and `seed` in its metadata): a run folder of an older format?"
+            )
         })?;
+    let config = info.model;
     let (model, varmap) = build_unet(config, 0, device)?;
     load_into_varmap(&varmap, &checkpoint.model)
         .with_context(|| format!("weights in {path:?} do not fit a U-Net {config:?}"))?;
     Ok(LoadedModel {
         model,
         varmap,
-        run_config,
+        split: info.options,
     })
 }
 
@@ -116,34 +151,37 @@ pub fn collect_inputs(inputs: &[PathBuf]) -> Result<Vec<PathBuf>> {
     Ok(files)
 }
 
-/// Writes `<stem>_mask.png` (class indices, VOC palette) and `<stem>_overlay.png`
-/// into `out_dir` for every image in `inputs`; returns the mask paths.
-pub fn predict_files(
-    model: &UNet,
-    inputs: &[PathBuf],
-    out_dir: &Path,
-    device: &Device,
-) -> Result<Vec<PathBuf>> {
-    std::fs::create_dir_all(out_dir).with_context(|| format!("cannot create {out_dir:?}"))?;
-    let files = collect_inputs(inputs)?;
-    let bar = indicatif::ProgressBar::new(files.len() as u64);
+/// The `predict` subcommand: the saved net on every image of `cfg.inputs`;
+/// writes `config.json` and, per image, `<stem>_mask.png` (class indices, VOC
+/// palette) and `<stem>_overlay.png` into `cfg.out_dir()`. Returns the mask paths.
+pub fn predict(cfg: &PredictConfig) -> Result<Vec<PathBuf>> {
+    let files = collect_inputs(&cfg.inputs)?;
+    let device = open_device(cfg.device)?;
+    let loaded = load_model(&cfg.trained.checkpoint()?, &device)?;
+    let out = RunDir::create(cfg.out_dir(), cfg)?;
+    let bar = if cfg.progress() {
+        ProgressBar::new(files.len() as u64)
+    } else {
+        ProgressBar::hidden()
+    };
     let mut written = Vec::new();
     for file in &files {
-        let image = load_image(file)?;
-        let mask =
-            predict_mask(model, &image, device).with_context(|| format!("predicting {file:?}"))?;
-        let stem = file
-            .file_stem()
-            .and_then(|s| s.to_str())
-            .unwrap_or("image")
-            .to_string();
-        let mask_path = out_dir.join(format!("{stem}_mask.png"));
-        save_palette_mask(&mask_path, &mask)?;
-        let overlay = common::viz::overlay(&image, &mask, 0.5);
-        common::viz::save_rgb(&out_dir.join(format!("{stem}_overlay.png")), &overlay)?;
-        written.push(mask_path);
+        written.push(predict_file(&loaded.model, file, &out, &device)?);
         bar.inc(1);
     }
     bar.finish_and_clear();
     Ok(written)
+}
+
+/// Predicts one image file into `out`; returns the mask's path.
+fn predict_file(model: &UNet, file: &Path, out: &RunDir, device: &Device) -> Result<PathBuf> {
+    let image = load_image(file)?;
+    let mask =
+        predict_mask(model, &image, device).with_context(|| format!("predicting {file:?}"))?;
+    let stem = file.file_stem().and_then(|s| s.to_str()).unwrap_or("image");
+    let mask_path = out.file(&format!("{stem}_mask.png"));
+    save_palette_mask(&mask_path, &mask)?;
+    let overlay = common::viz::overlay(&image, &mask, 0.5);
+    common::viz::save_rgb(&out.file(&format!("{stem}_overlay.png")), &overlay)?;
+    Ok(mask_path)
 }

@@ -6,8 +6,9 @@ use std::sync::Arc;
 
 use anyhow::Result;
 use assignment4_unet::data::{
-    detect_layout, hold_back, open_splits, synthetic_splits, Layout, Repeated, ISBI_CLASSES,
+    detect_layout, hold_back, locate_data, open_splits, Layout, Repeated, ISBI_CLASSES,
 };
+use common::data::locate::{Located, Origin};
 use common::data::{Dataset, InMemoryDataset, Sample};
 use ndarray::{Array2, Array3};
 
@@ -87,8 +88,13 @@ fn repeated_set_cycles_through_the_base() -> Result<()> {
 
 #[test]
 fn generated_fallback_has_two_classes_and_a_held_back_part() -> Result<()> {
-    let splits = synthetic_splits(5, 0)?;
-    assert!(splits.synthetic);
+    let generated = Located {
+        origin: Origin::Generated,
+        root: None,
+        banner: String::new(),
+    };
+    let splits = open_splits(generated, 5, 0)?;
+    assert!(splits.data.is_generated());
     assert_eq!((splits.train.len(), splits.val.len()), (25, 5));
     assert_eq!(splits.train.n_classes(), 2);
     let labels: Vec<u8> = splits.train.samples[0].mask.iter().copied().collect();
@@ -101,8 +107,10 @@ fn real_isbi_set_opens_with_membranes_as_class_zero() -> Result<()> {
     let Some(isbi) = common::data::shared_data_set("isbi2012-membrane") else {
         return Ok(());
     };
-    let splits = open_splits(Some(&isbi), 5, 0)?;
-    assert!(!splits.synthetic);
+    let splits = open_splits(locate_data(Some(&isbi))?, 5, 0)?;
+    assert!(!splits.data.is_generated());
+    assert_eq!(splits.data.origin, Origin::Given);
+    assert_eq!(splits.title, "ISBI 2012 membranes");
     assert_eq!((splits.train.len(), splits.val.len()), (25, 5));
     assert_eq!(splits.train.class_names, ISBI_CLASSES);
     let sample = &splits.val.samples[0];

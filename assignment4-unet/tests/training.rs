@@ -1,14 +1,20 @@
 //! Short training runs that must learn (generated membrane-like images always,
 //! the real ISBI 2012 images when present), the files a run writes, `evaluate`
-//! and `predict` from its checkpoint (odd image sizes kept), resume, bad options.
+//! and `predict` from its run folder (odd image sizes kept), checkpoints of the
+//! older format, resume, bad options.
 
 use std::path::{Path, PathBuf};
 
 use anyhow::Result;
-use assignment4_unet::evaluate::{evaluate_checkpoint, EvaluateOptions};
-use assignment4_unet::predict::{load_model, predict_files};
-use assignment4_unet::training::{check_options, train, TrainOptions};
+use assignment4_unet::config::{Config, EvaluateConfig, PredictConfig, TrainedRun};
+use assignment4_unet::evaluate::evaluate;
+use assignment4_unet::predict::{load_model, predict};
+use assignment4_unet::run::run;
+use common::checkpoint::{load_checkpoint, save_checkpoint};
+use common::cli::RunArgs;
 use common::device::DeviceChoice;
+use common::run_dir::RunDir;
+use common::train::History;
 use image::{GrayImage, Luma};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
@@ -41,10 +47,14 @@ fn write_membrane_layout(root: &Path, n: usize, size: u32) -> Result<()> {
     Ok(())
 }
 
-fn small_options(data_dir: PathBuf, out_dir: PathBuf) -> TrainOptions {
-    TrainOptions {
-        data_dir: Some(data_dir),
-        out_dir,
+fn small_options(data_dir: PathBuf, out_dir: PathBuf) -> Config {
+    Config {
+        run: RunArgs {
+            out: Some(out_dir),
+            data_dir: Some(data_dir),
+            device: DeviceChoice::Cpu,
+            quiet: true,
+        },
         epochs: 2,
         steps_per_epoch: 12,
         batch_size: 4,
@@ -55,10 +65,28 @@ fn small_options(data_dir: PathBuf, out_dir: PathBuf) -> TrainOptions {
         warmup_steps: 2,
         n_val: 2,
         seed: 5,
-        device: DeviceChoice::Cpu,
         resume: false,
-        progress: false,
-        ..TrainOptions::default()
+        ..Config::default()
+    }
+}
+
+/// The trained run in `run`, read by `evaluate`/`predict` on the CPU.
+fn trained(run: &Path) -> TrainedRun {
+    TrainedRun {
+        run: run.to_path_buf(),
+        checkpoint: None,
+    }
+}
+
+/// `evaluate` of the run in `run` (or of `checkpoint`) on `data`, into `out`.
+fn evaluate_config(trained: TrainedRun, data: &Path, out: PathBuf) -> EvaluateConfig {
+    EvaluateConfig {
+        trained,
+        out: Some(out),
+        data_dir: Some(data.to_path_buf()),
+        device: DeviceChoice::Cpu,
+        quiet: true,
+        ..EvaluateConfig::default()
     }
 }
 
@@ -72,23 +100,23 @@ fn short_run_on_generated_membranes_learns_and_writes_its_files() -> Result<()> 
     let data = tmp.path().join("data");
     write_membrane_layout(&data, 8, 48)?;
     let out = tmp.path().join("run");
-    let report = train(&small_options(data.clone(), out.clone()))?;
+    let report = run(&small_options(data.clone(), out.clone()))?;
 
     // 2 epochs of 12 steps; the loss of the last steps is well below the first's.
-    let losses = &report.step_losses;
+    let losses = History::load(&RunDir::open(&out)?)?.step_losses();
     assert_eq!(losses.len(), 24);
     let (first, last) = (mean(&losses[..4]), mean(&losses[20..]));
     assert!(last < 0.8 * first, "loss {first:.3} -> {last:.3}");
     // Membranes are about 35% of the pixels: predicting "cell" everywhere scores
     // about 0.65 pixel accuracy and membrane Dice 0.
-    let m = &report.metrics;
+    let m = &report.evaluation;
     assert!(
-        m.pixel_accuracy > 0.8,
+        m.scores.pixel_accuracy > 0.8,
         "pixel accuracy {}",
-        m.pixel_accuracy
+        m.scores.pixel_accuracy
     );
     assert!(m.class_dice(0) > 0.6, "membrane Dice {}", m.class_dice(0));
-    assert!(!report.synthetic);
+    assert!(!report.data.is_generated());
 
     for file in [
         "config.json",
@@ -102,18 +130,27 @@ fn short_run_on_generated_membranes_learns_and_writes_its_files() -> Result<()> 
     }
     let json: serde_json::Value =
         serde_json::from_slice(&std::fs::read(out.join("metrics.json"))?)?;
-    for key in [
-        "dice",
-        "iou",
-        "pixel_accuracy",
-        "n_parameters",
-        "dice_per_class",
-        "iou_per_class",
+    let evaluation = &json["evaluation"];
+    for value in [
+        &evaluation["dice"],
+        &evaluation["iou"],
+        &evaluation["scores"]["pixel_accuracy"],
+        &json["n_parameters"],
+        &evaluation["scores"]["dice_per_class"],
+        &evaluation["scores"]["iou_per_class"],
     ] {
-        assert!(!json[key].is_null(), "metrics.json lacks {key}");
+        assert!(!value.is_null(), "metrics.json lacks a figure: {json}");
     }
-    assert_eq!(json["dice_per_class"].as_array().map(Vec::len), Some(2));
-    assert_eq!(json["n_parameters"].as_u64(), Some(m.n_parameters as u64));
+    let dice_per_class = evaluation["scores"]["dice_per_class"].as_object();
+    assert_eq!(dice_per_class.map(|d| d.len()), Some(2));
+    assert_eq!(
+        json["n_parameters"].as_u64(),
+        Some(report.n_parameters as u64)
+    );
+    assert_eq!(json["data"]["origin"], "given");
+    // config.json is the run's Config: it reads back as the one that made the run.
+    let saved: Config = RunDir::open(&out)?.read_json("config.json")?;
+    assert_eq!(saved, small_options(data.clone(), out.clone()));
     let predictions: Vec<_> = std::fs::read_dir(out.join("predictions"))?.collect();
     assert_eq!(
         predictions.len(),
@@ -121,33 +158,98 @@ fn short_run_on_generated_membranes_learns_and_writes_its_files() -> Result<()> 
         "mask, overlay and panel per held-back image"
     );
 
-    // `evaluate` on the checkpoint holds back the same images and finds the same figures.
-    let evaluated = evaluate_checkpoint(&EvaluateOptions {
-        checkpoint: out.join("checkpoint.safetensors"),
-        data_dir: Some(data.clone()),
-        out_dir: tmp.path().join("eval"),
-        n_val: None,
-        seed: None,
-        device: DeviceChoice::Cpu,
-    })?;
-    assert!((evaluated.pixel_accuracy - m.pixel_accuracy).abs() < 1e-9);
-    assert_eq!(evaluated.dice_per_class, m.dice_per_class);
+    // `evaluate` on the run folder holds back the same images and finds the same figures.
+    let eval_out = tmp.path().join("eval");
+    let evaluated = evaluate(&evaluate_config(trained(&out), &data, eval_out.clone()))?;
+    let e = &evaluated.evaluation;
+    assert!((e.scores.pixel_accuracy - m.scores.pixel_accuracy).abs() < 1e-9);
+    assert_eq!(e.scores.dice_per_class, m.scores.dice_per_class);
+    assert_eq!(evaluated.held_back, report.held_back);
+    assert!(eval_out.join("metrics.json").is_file());
+    assert_eq!(
+        std::fs::read_dir(eval_out.join("predictions"))?.count(),
+        2 * 3
+    );
 
     // `predict` keeps odd sizes: a 37x23 crop of an image gives a 37x23 mask.
     let odd = tmp.path().join("odd.png");
     image::open(data.join("train/image/0.png"))?
         .crop_imm(3, 5, 23, 37)
         .save(&odd)?;
-    let loaded = load_model(&out.join("checkpoint.safetensors"), &candle::Device::Cpu)?;
-    let written = predict_files(
-        &loaded.model,
-        &[odd],
-        &tmp.path().join("pred"),
-        &candle::Device::Cpu,
-    )?;
+    let written = predict(&PredictConfig {
+        inputs: vec![odd],
+        trained: trained(&out),
+        out: None,
+        device: DeviceChoice::Cpu,
+        quiet: true,
+    })?;
     let mask = common::data::image_io::load_palette_mask(&written[0])?;
     assert_eq!(mask.dim(), (37, 23));
-    assert!(tmp.path().join("pred/odd_overlay.png").is_file());
+    // Without --out, predictions go into <run>/predict.
+    assert_eq!(written[0], out.join("predict/odd_mask.png"));
+    assert!(out.join("predict/odd_overlay.png").is_file());
+    Ok(())
+}
+
+#[test]
+fn checkpoints_of_the_older_format_load_or_say_so() -> Result<()> {
+    let tmp = tempfile::tempdir()?;
+    let data = tmp.path().join("data");
+    write_membrane_layout(&data, 6, 32)?;
+    let out = tmp.path().join("run");
+    let mut cfg = small_options(data.clone(), out.clone());
+    cfg.epochs = 1;
+    cfg.steps_per_epoch = 3;
+    let report = run(&cfg)?;
+
+    // Before the run folders, the metadata held the model sizes and the old
+    // `TrainOptions` under `options` (with `n_val` and `seed`, among others).
+    let device = candle::Device::Cpu;
+    let checkpoint = load_checkpoint(&out.join("checkpoint.safetensors"), &device)?;
+    let loaded = load_model(&out.join("checkpoint.safetensors"), &device)?;
+    let mut meta = checkpoint.meta.clone();
+    meta.config = serde_json::json!({
+        "model": report.model,
+        "options": {
+            "data_dir": data, "out_dir": "runs/assignment4-unet/default", "epochs": 1,
+            "steps_per_epoch": 3, "batch_size": 4, "crop": 32, "width": 4, "bilinear": false,
+            "lr": 1e-2, "warmup_steps": 2, "elastic": null, "n_val": 2, "seed": 5,
+            "device": "cpu", "resume": false, "progress": false,
+        },
+        "data": "ISBI 2012 membranes", "synthetic_data": false, "crop_used": 32,
+    });
+    let old = tmp.path().join("old/checkpoint.safetensors");
+    save_checkpoint(&old, &loaded.varmap, &checkpoint.optimizer, &meta)?;
+    let old_run = TrainedRun {
+        run: PathBuf::from("unused"),
+        checkpoint: Some(old.clone()),
+    };
+    let evaluated = evaluate(&evaluate_config(old_run, &data, tmp.path().join("eval")))?;
+    assert_eq!(evaluated.held_back, report.held_back);
+    assert_eq!(
+        evaluated.evaluation.scores.dice_per_class,
+        report.evaluation.scores.dice_per_class
+    );
+
+    // Metadata without the net's sizes: one error naming the file and the format.
+    meta.config = serde_json::json!({ "epochs": 1 });
+    let bare = tmp.path().join("bare.safetensors");
+    save_checkpoint(&bare, &loaded.varmap, &checkpoint.optimizer, &meta)?;
+    let err = format!("{:#}", load_model(&bare, &device).unwrap_err());
+    assert!(
+        err.contains("bare.safetensors") && err.contains("older format"),
+        "{err}"
+    );
+    // A run folder that does not exist is named.
+    let missing = trained(&tmp.path().join("no-run"));
+    let err = format!(
+        "{:#}",
+        evaluate(&evaluate_config(missing, &data, tmp.path().join("e2"))).unwrap_err()
+    );
+    assert!(
+        err.contains("no-run") && err.contains("does not exist"),
+        "{err}"
+    );
     Ok(())
 }
 
@@ -157,16 +259,18 @@ fn resume_continues_after_the_saved_epoch() -> Result<()> {
     let data = tmp.path().join("data");
     write_membrane_layout(&data, 6, 32)?;
     let out = tmp.path().join("run");
-    let mut opts = small_options(data, out.clone());
-    opts.epochs = 1;
-    opts.steps_per_epoch = 3;
-    let first = train(&opts)?;
-    opts.epochs = 2;
-    opts.resume = true;
-    let resumed = train(&opts)?;
+    let mut cfg = small_options(data, out.clone());
+    cfg.epochs = 1;
+    cfg.steps_per_epoch = 3;
+    run(&cfg)?;
+    let first = History::load(&RunDir::open(&out)?)?.step_losses();
+    cfg.epochs = 2;
+    cfg.resume = true;
+    run(&cfg)?;
+    let resumed = History::load(&RunDir::open(&out)?)?.step_losses();
     // The resumed run keeps epoch 1's steps and adds epoch 2's.
-    assert_eq!(resumed.step_losses.len(), 6);
-    for (a, b) in resumed.step_losses[..3].iter().zip(&first.step_losses) {
+    assert_eq!(resumed.len(), 6);
+    for (a, b) in resumed[..3].iter().zip(&first) {
         // history.json round-trips the f64 losses to within the last digit.
         assert!((a - b).abs() < 1e-9, "{a} vs {b}");
     }
@@ -179,53 +283,61 @@ fn short_run_on_real_isbi_learns() -> Result<()> {
         return Ok(());
     };
     let tmp = tempfile::tempdir()?;
-    let mut opts = small_options(isbi, tmp.path().join("run"));
-    opts.crop = 48;
-    opts.epochs = 1;
-    opts.steps_per_epoch = 16;
-    opts.n_val = 2;
-    let report = train(&opts)?;
-    let losses = &report.step_losses;
+    let out = tmp.path().join("run");
+    let mut cfg = small_options(isbi, out.clone());
+    cfg.crop = 48;
+    cfg.epochs = 1;
+    cfg.steps_per_epoch = 16;
+    cfg.n_val = 2;
+    let report = run(&cfg)?;
+    let losses = History::load(&RunDir::open(&out)?)?.step_losses();
     let (first, last) = (mean(&losses[..4]), mean(&losses[12..]));
     assert!(last < 0.9 * first, "loss {first:.3} -> {last:.3}");
     // Evaluated on the 2 held-back whole 512x512 images.
-    assert_eq!(report.metrics.n_images, 2);
-    assert!(report.metrics.pixel_accuracy.is_finite());
+    assert_eq!(report.evaluation.n_images, 2);
+    assert!(report.evaluation.scores.pixel_accuracy.is_finite());
     Ok(())
 }
 
 #[test]
 fn bad_options_and_paths_are_errors_that_say_why() -> Result<()> {
-    let base = TrainOptions::default();
-    let err = check_options(&TrainOptions {
+    let base = Config::default();
+    let err = Config {
         crop: 100,
         ..base.clone()
-    })
+    }
+    .check()
     .unwrap_err()
     .to_string();
     assert!(err.contains("--crop must be a multiple of 16"), "{err}");
-    let err = check_options(&TrainOptions {
+    let err = Config {
         lr: -1.0,
         ..base.clone()
-    })
+    }
+    .check()
     .unwrap_err()
     .to_string();
     assert!(err.contains("--lr"), "{err}");
-    let err = check_options(&TrainOptions {
+    let err = Config {
         batch_size: 0,
         ..base.clone()
-    })
+    }
+    .check()
     .unwrap_err()
     .to_string();
     assert!(err.contains("--batch-size"), "{err}");
 
     let tmp = tempfile::tempdir()?;
-    let missing = tmp.path().join("nowhere");
-    let err = train(&TrainOptions {
-        data_dir: Some(missing.clone()),
+    let in_tmp = |data_dir: PathBuf| Config {
+        run: RunArgs {
+            data_dir: Some(data_dir),
+            out: Some(tmp.path().join("run")),
+            ..RunArgs::default()
+        },
         ..base.clone()
-    })
-    .unwrap_err();
+    };
+    let missing = tmp.path().join("nowhere");
+    let err = run(&in_tmp(missing)).unwrap_err();
     assert!(format!("{err:#}").contains("nowhere"), "{err:#}");
     let err = format!(
         "{:#}",
@@ -237,14 +349,42 @@ fn bad_options_and_paths_are_errors_that_say_why() -> Result<()> {
     );
     // A folder of the wrong layout is named with what was expected.
     std::fs::create_dir_all(tmp.path().join("empty"))?;
-    let err = format!(
-        "{:#}",
-        train(&TrainOptions {
-            data_dir: Some(tmp.path().join("empty")),
-            ..base
-        })
-        .unwrap_err()
-    );
+    let err = format!("{:#}", run(&in_tmp(tmp.path().join("empty"))).unwrap_err());
     assert!(err.contains("known layouts"), "{err}");
+    // Nothing was written for runs that could not start.
+    assert!(!tmp.path().join("run").exists());
     Ok(())
+}
+
+#[test]
+fn defaults_are_the_documented_ones() {
+    // The README's default run: 8 epochs of 50 steps of 4 crops of 256 px, width 16,
+    // Adam 2e-3 with 20 warm-up steps, elastic alpha 250 / sigma 10 on half the
+    // crops, 5 images held back with seed 0, in runs/assignment4-unet/seed0.
+    let cfg = Config::default();
+    assert_eq!(
+        (
+            cfg.epochs,
+            cfg.steps_per_epoch,
+            cfg.batch_size,
+            cfg.crop,
+            cfg.width
+        ),
+        (8, 50, 4, 256, 16)
+    );
+    assert_eq!(
+        (cfg.lr, cfg.warmup_steps, cfg.n_val, cfg.seed),
+        (2e-3, 20, 5, 0)
+    );
+    assert!(!cfg.bilinear && !cfg.resume && !cfg.no_elastic);
+    let elastic = cfg.elastic().expect("elastic deformation on by default");
+    assert_eq!(
+        (elastic.alpha, elastic.sigma, elastic.probability),
+        (250.0, 10.0, 0.5)
+    );
+    assert_eq!(cfg.out_dir(), PathBuf::from("runs/assignment4-unet/seed0"));
+    assert_eq!(
+        EvaluateConfig::default().out_dir(),
+        PathBuf::from("runs/assignment4-unet/seed0/evaluate")
+    );
 }
