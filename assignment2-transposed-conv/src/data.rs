@@ -2,17 +2,18 @@
 //! `TrainingLabels/`, white = flower) to train on, and `flower.jpg` with
 //! `flower_mask.png` to score on (never trained on). Also the dihedral-group
 //! augmentation (flips and 90-degree rotations) and the generated stand-in used
-//! when the real data cannot be found.
+//! when the real data cannot be found (see [`find_flower_data`]).
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use anyhow::{bail, Context};
+use anyhow::bail;
 use common::data::image_io::{load_image, load_palette_mask};
+use common::data::locate::{locate, DataSetSpec, Located};
 use common::data::pairs::{MaskFormat, PairsDataset};
 use common::data::synthetic::{synthetic_dataset, SyntheticConfig};
 use common::data::transforms::Transform;
-use common::data::{shared_data_dir, Dataset, Sample};
+use common::data::{Dataset, Sample};
 use common::Result;
 use ndarray::{Array2, Array3, Axis};
 use rand::Rng;
@@ -27,17 +28,10 @@ pub const TRAIN_IMAGES: &str = "TrainingImages";
 pub const TRAIN_LABELS: &str = "TrainingLabels";
 /// The photo to segment (scoring only).
 pub const SCORE_IMAGE: &str = "flower.jpg";
+/// The name of its pictures (`predictions/flower_panel.png`, ...).
+pub const SCORE_NAME: &str = "flower";
 /// Its reference mask, palette PNG with 0 = background, 1 = flower (scoring only).
 pub const SCORE_MASK: &str = "flower_mask.png";
-
-/// Where the data came from.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum DataSource {
-    /// The real data set in this folder.
-    Real(PathBuf),
-    /// The generated stand-in ([`synthetic_flower_data`]).
-    Synthetic,
-}
 
 /// Everything one run needs: the training pairs and the image to score.
 #[derive(Clone)]
@@ -48,8 +42,6 @@ pub struct FlowerData {
     pub image: Array3<f32>,
     /// `(H, W)` reference mask of `image`, 0 = background, 1 = flower.
     pub mask: Array2<u8>,
-    /// Where it came from.
-    pub source: DataSource,
 }
 
 impl std::fmt::Debug for FlowerData {
@@ -57,7 +49,6 @@ impl std::fmt::Debug for FlowerData {
         f.debug_struct("FlowerData")
             .field("train", &self.train.len())
             .field("image", &self.image.dim())
-            .field("source", &self.source)
             .finish()
     }
 }
@@ -117,7 +108,6 @@ pub fn load_flower_data(root: &Path) -> Result<FlowerData> {
         train: Arc::new(train),
         image,
         mask,
-        source: DataSource::Real(root.to_path_buf()),
     })
 }
 
@@ -148,47 +138,36 @@ pub fn synthetic_flower_data(seed: u64) -> FlowerData {
         train: Arc::new(train),
         image,
         mask,
-        source: DataSource::Synthetic,
     }
 }
 
-/// The places a program looks for the data set, in order: `data_dir` (when
-/// given, the only place), the workspace's `data/cmput328-flower`, then the
-/// shared data folder (`$SEGKIT_SHARED_DATA` or `../shared/data`).
-pub fn candidate_roots(data_dir: Option<&Path>) -> Vec<PathBuf> {
-    if let Some(dir) = data_dir {
-        return vec![dir.to_path_buf()];
+/// What [`locate`] needs to know of the set: its folder name, and
+/// [`find_root`]. No public download URL of the lecture's patches is known.
+pub fn spec() -> DataSetSpec<'static> {
+    DataSetSpec {
+        names: &[DATA_SET],
+        title: "the CMPUT 328 flower data (TrainingImages/, TrainingLabels/, flower.jpg, flower_mask.png)",
+        find_root: &find_root,
+        download: None,
     }
-    let workspace = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
-    let mut roots = vec![workspace.join("data").join(DATA_SET)];
-    if let Some(shared) = shared_data_dir() {
-        roots.push(shared.join(DATA_SET));
-    }
-    roots
 }
 
-/// Finds and reads the data set (see [`candidate_roots`]). A `data_dir` that does
-/// not hold the data set is an error. Otherwise, when no place holds it, one
-/// message says what is missing and where to put it, and the generated stand-in
-/// is returned. (No public download URL of the lecture's patches is known, so
-/// nothing is fetched.)
-pub fn find_flower_data(data_dir: Option<&Path>, seed: u64) -> Result<FlowerData> {
-    if let Some(dir) = data_dir {
-        return load_flower_data(dir).with_context(|| format!("--data-dir {dir:?}"));
-    }
-    let roots = candidate_roots(None);
-    if let Some(root) = roots.iter().find(|root| check_root(root).is_ok()) {
-        return load_flower_data(root);
-    }
-    let looked: Vec<String> = roots.iter().map(|r| format!("{r:?}")).collect();
-    eprintln!(
-        "\n!!! data set {DATA_SET:?} not found (looked in {}).\n\
-         !!! Put the CMPUT 328 flower data ({TRAIN_IMAGES}/, {TRAIN_LABELS}/, {SCORE_IMAGE}, {SCORE_MASK})\n\
-         !!! in data/{DATA_SET}/, pass --data-dir DIR, or set $SEGKIT_SHARED_DATA.\n\
-         !!! RUNNING ON GENERATED DATA INSTEAD: the figures below are NOT the flower's.\n",
-        looked.join(", ")
-    );
-    Ok(synthetic_flower_data(seed))
+/// `dir` itself when it holds the data set (see [`check_root`]).
+pub fn find_root(dir: &Path) -> Result<PathBuf> {
+    check_root(dir)?;
+    Ok(dir.to_path_buf())
+}
+
+/// Finds the data set in the search order of [`common::data::locate`] and reads it;
+/// when no place holds it, the generated stand-in of `seed`. A `data_dir` that does
+/// not hold the data set is an error. The caller prints the [`Located::banner`].
+pub fn find_flower_data(data_dir: Option<&Path>, seed: u64) -> Result<(FlowerData, Located)> {
+    let located = locate(&spec(), data_dir)?;
+    let data = match &located.root {
+        Some(root) => load_flower_data(root)?,
+        None => synthetic_flower_data(seed),
+    };
+    Ok((data, located))
 }
 
 /// Element `k` (0..8) of the dihedral group of the square applied to a

@@ -1,50 +1,27 @@
-//! Segmenting whole images at full resolution, scoring masks against a reference,
-//! and the pictures a run writes (masks, overlays, the variants side by side).
+//! Scoring: a net's full-resolution segmentation of the photo against its
+//! reference mask (flower IoU, pixel accuracy, the probability map's roughness),
+//! the masks of the variants side by side, and the `evaluate` subcommand that
+//! re-scores the nets a run saved.
 
+use std::collections::BTreeMap;
 use std::path::Path;
 
-use anyhow::Context;
-use candle::{Device, Module, Tensor};
-use common::data::image_io::{image_to_tensor, tensor_to_mask};
+use candle::Device;
+use common::data::locate::Located;
 use common::data::Dataset;
+use common::device::{device_name, open_device};
 use common::metrics::ConfusionMatrix;
+use common::run_dir::RunDir;
 use common::viz::{colorize_mask, save_rgb, PANEL_GAP};
 use common::Result;
 use image::{Rgb, RgbImage};
-use ndarray::{Array2, Array3};
+use ndarray::Array2;
 
-use crate::model::SegNet;
-
-/// Class scores of one `(3, H, W)` image, softmaxed: `(K, H, W)` on the host device.
-pub fn probabilities(model: &SegNet, image: &Array3<f32>, device: &Device) -> Result<Tensor> {
-    // (3, H, W) -> (1, 3, H, W)
-    let xs = image_to_tensor(image, device)?.unsqueeze(0)?;
-    let logits = model
-        .forward(&xs)
-        .with_context(|| format!("segmenting a {:?} image", image.dim()))?;
-    // (1, K, H, W) -> (K, H, W)
-    Ok(candle_nn::ops::softmax(&logits, 1)?.squeeze(0)?)
-}
-
-/// The predicted class of every pixel of a `(3, H, W)` image: an `(H, W)` mask.
-pub fn segment(model: &SegNet, image: &Array3<f32>, device: &Device) -> Result<Array2<u8>> {
-    // (K, H, W) -> (H, W) class indices
-    let probs = probabilities(model, image, device)?;
-    tensor_to_mask(&probs.argmax(0)?)
-}
-
-/// The flower (class 1) probability of every pixel, `(H, W)` on the host.
-pub fn flower_probability(
-    model: &SegNet,
-    image: &Array3<f32>,
-    device: &Device,
-) -> Result<Array2<f32>> {
-    let probs = probabilities(model, image, device)?;
-    let (_, h, w) = probs.dims3()?;
-    // (K, H, W) -> (H, W) row of class 1
-    let values = probs.get(1)?.flatten_all()?.to_vec1::<f32>()?;
-    Ok(Array2::from_shape_vec((h, w), values)?)
-}
+use crate::config::EvaluateConfig;
+use crate::data::{find_flower_data, FlowerData, SCORE_NAME};
+use crate::model::{parameter_count, SegNet};
+use crate::predict::{load_nets, save_pictures, segment, segment_with_probability, Segmentation};
+use crate::report::{EvaluateReport, Setting, VariantScores};
 
 /// The confusion matrix of `prediction` against `truth` (same size; 255 in truth ignored).
 pub fn score(
@@ -127,4 +104,71 @@ pub fn save_masks_side_by_side(path: &Path, masks: &[&Array2<u8>]) -> Result<()>
         image::imageops::replace(&mut out, &colorize_mask(mask), i64::from(left), 0);
     }
     save_rgb(path, &out)
+}
+
+/// Segments the scoring image with `model` and scores it (and the training
+/// patches); gives the figures and the segmentation.
+pub fn score_net(
+    model: &SegNet,
+    data: &FlowerData,
+    device: &Device,
+) -> Result<(VariantScores, Segmentation)> {
+    let seg = segment_with_probability(model, &data.image, device)?;
+    let cm = score(&seg.mask, &data.mask, model.n_classes())?;
+    let scores = VariantScores {
+        flower_iou: flower_iou(&cm),
+        flower_pixel_accuracy: cm.pixel_accuracy(),
+        train_pixel_accuracy: dataset_pixel_accuracy(model, data.train.as_ref(), device)?,
+        parameters: parameter_count(model.variant(), model.n_classes()),
+        probability_roughness: roughness(&seg.probability),
+    };
+    Ok((scores, seg))
+}
+
+/// [`score_net`], then the net's pictures of the scoring image (with its
+/// reference mask) into `dir/predictions/`.
+pub fn score_and_draw(
+    model: &SegNet,
+    data: &FlowerData,
+    dir: &RunDir,
+    device: &Device,
+) -> Result<(VariantScores, Segmentation)> {
+    let (scores, seg) = score_net(model, data, device)?;
+    save_pictures(dir, SCORE_NAME, &data.image, Some(&data.mask), &seg)?;
+    Ok((scores, seg))
+}
+
+/// Where the data came from, the device, and the scoring image's size.
+pub fn setting(located: Located, device: &Device, data: &FlowerData) -> Setting {
+    let (_, height, width) = data.image.dim();
+    Setting {
+        data: located,
+        device: device_name(device).to_owned(),
+        image_size: [height, width],
+        train_samples: data.train.len(),
+    }
+}
+
+/// Re-scores the nets a training run saved on the scoring image: writes
+/// `config.json`, `metrics.json` and `<variant>/predictions/` under `cfg.out_dir()`.
+pub fn evaluate(cfg: &EvaluateConfig) -> Result<EvaluateReport> {
+    let run = RunDir::open(cfg.run_dir())?;
+    let device = open_device(cfg.args.device)?;
+    let nets = load_nets(&run, &cfg.model, &device)?;
+    // The generated scene (no data set found) is the one the run was scored on.
+    let (data, located) = find_flower_data(cfg.args.data_dir.as_deref(), nets[0].1.seed)?;
+    eprintln!("{}", located.banner);
+    let out = RunDir::create(cfg.out_dir(), cfg)?;
+    let mut variants = BTreeMap::new();
+    for (variant, net) in &nets {
+        let (scores, _) = score_and_draw(&net.model, &data, &out.child(variant.name())?, &device)?;
+        variants.insert(variant.name().to_owned(), scores);
+    }
+    let report = EvaluateReport::new(
+        run.path().to_path_buf(),
+        setting(located, &device, &data),
+        variants,
+    );
+    out.write_metrics(&report)?;
+    Ok(report)
 }

@@ -1,27 +1,32 @@
 //! The three segmentation nets of the lecture's second step (course notebooks
 //! "ImSegByConvTranspose" and "ImSegByConvTransSkipConnection"): two conv + pool
-//! stages take the image to 1/4 of its size, and one of three decoders brings the
-//! class scores back to the input's exact size:
+//! stages take the image to 1/4 of its size ([`SegNet`]'s encoder), and one of
+//! three decoders brings the class scores back to the input's exact size:
 //!
-//! - [`Variant::Transposed`]: one 7x7 transposed convolution of stride 4 (padding 2,
+//! - [`TransposedDecoder`]: one 7x7 transposed convolution of stride 4 (padding 2,
 //!   output padding 1), straight from the pool-2 features to the class scores;
-//! - [`Variant::Skip`]: a 4x4 stride-2 transposed convolution to the pool-1
+//! - [`SkipDecoder`]: a 4x4 stride-2 transposed convolution to the pool-1
 //!   resolution, plus the pool-1 features (the skip connection), then a second
 //!   4x4 stride-2 transposed convolution to full size (as in FCN-16s/8s);
-//! - [`Variant::Bilinear`]: a 1x1 convolution scores the pool-2 features and a
+//! - [`BilinearDecoder`]: a 1x1 convolution scores the pool-2 features and a
 //!   bilinear resize (PyTorch `align_corners=False`) brings them to full size.
 //!
 //! Any input size works: the image is padded (edge pixels repeated) to a multiple
 //! of [`SIZE_MULTIPLE`], and the scores are cropped back.
+//!
+//! A new variant is a [`Variant`] arm (in [`Variant::ALL`] and [`Variant::name`]),
+//! a struct implementing [`Decoder`], and one arm each in [`Variant::decoder`] and
+//! [`parameter_count`].
 
 use std::fmt;
 use std::str::FromStr;
+use std::sync::Arc;
 
 use candle::{Module, Result, Tensor};
 use candle_nn::VarBuilder;
 use common::nn::{
-    conv2d, conv_transpose2d, max_pool2d, resize_bilinear, Conv2d, ConvConfig, ConvTranspose2d,
-    ConvTransposeConfig,
+    conv2d, conv_transpose2d, max_pool2d, relu, resize_bilinear, Conv2d, ConvConfig,
+    ConvTranspose2d, ConvTransposeConfig,
 };
 use serde::{Deserialize, Serialize};
 
@@ -48,13 +53,23 @@ impl Variant {
     /// All variants, in the order a default run trains them.
     pub const ALL: [Variant; 3] = [Variant::Transposed, Variant::Skip, Variant::Bilinear];
 
-    /// The lower-case name used on the command line and in file names.
+    /// The lower-case name used on the command line and as the variant's folder.
     pub fn name(self) -> &'static str {
         match self {
             Variant::Transposed => "transposed",
             Variant::Skip => "skip",
             Variant::Bilinear => "bilinear",
         }
+    }
+
+    /// The decoder of this variant for `n_classes` classes; its variables sit
+    /// directly under `vb` (`up.*`, `up1.*` and `up2.*`, or `score.*`).
+    pub fn decoder(self, n_classes: usize, vb: VarBuilder) -> Result<Arc<dyn Decoder>> {
+        Ok(match self {
+            Variant::Transposed => Arc::new(TransposedDecoder::new(n_classes, vb)?),
+            Variant::Skip => Arc::new(SkipDecoder::new(n_classes, vb)?),
+            Variant::Bilinear => Arc::new(BilinearDecoder::new(n_classes, vb)?),
+        })
     }
 }
 
@@ -71,54 +86,38 @@ impl FromStr for Variant {
         Variant::ALL
             .into_iter()
             .find(|v| v.name() == s.to_ascii_lowercase())
-            .ok_or_else(|| anyhow::anyhow!("unknown model {s:?}: use transposed, skip or bilinear"))
+            .ok_or_else(|| anyhow::anyhow!("unknown model {s:?}: use {}", variant_names(" or ")))
     }
 }
 
-/// Output size of a transposed convolution along one axis, the rule the slides
-/// teach: `(in - 1) * stride - 2 * padding + kernel + output_padding`, or `None`
-/// when that is not positive.
-pub fn transposed_out_size(
-    input: usize,
-    kernel: usize,
-    stride: usize,
-    padding: usize,
-    output_padding: usize,
-) -> Option<usize> {
-    let full = (input.checked_sub(1)?) * stride + kernel + output_padding;
-    full.checked_sub(2 * padding).filter(|&size| size > 0)
+/// The variants' names, `"transposed, skip or bilinear"` for `last = " or "`.
+pub fn variant_names(last: &str) -> String {
+    let names: Vec<&str> = Variant::ALL.iter().map(|v| v.name()).collect();
+    match names.split_last() {
+        Some((tail, [])) => (*tail).to_owned(),
+        Some((tail, head)) => format!("{}{last}{tail}", head.join(", ")),
+        None => String::new(),
+    }
 }
 
-/// Output size of a convolution along one axis: `floor((in + 2p - k) / s) + 1`,
-/// or `None` when the kernel does not fit.
-pub fn conv_out_size(input: usize, kernel: usize, stride: usize, padding: usize) -> Option<usize> {
-    let padded = input + 2 * padding;
-    (stride > 0 && padded >= kernel).then(|| (padded - kernel) / stride + 1)
-}
-
-/// The decoder of one variant.
+/// What the encoder gives a decoder.
 #[derive(Debug, Clone)]
-enum Decoder {
-    Transposed {
-        up: ConvTranspose2d,
-    },
-    Skip {
-        up1: ConvTranspose2d,
-        up2: ConvTranspose2d,
-    },
-    Bilinear {
-        score: Conv2d,
-    },
+pub struct Features {
+    /// `(N, C1, H/2, W/2)`: after the first conv + ReLU + 2x2 max-pool.
+    pub pool1: Tensor,
+    /// `(N, C2, H/4, W/4)`: after the second.
+    pub pool2: Tensor,
+    /// `(H, W)` of the (aligned) input, the size the scores must have.
+    pub size: (usize, usize),
 }
 
-/// A segmentation net: two conv + ReLU + 2x2 max-pool stages and a [`Variant`]'s decoder.
-#[derive(Debug, Clone)]
-pub struct SegNet {
-    variant: Variant,
-    n_classes: usize,
-    conv1: Conv2d,
-    conv2: Conv2d,
-    decoder: Decoder,
+/// A decoder: from the encoder's features back to full-size class scores.
+pub trait Decoder: fmt::Debug + Send + Sync {
+    /// Class scores (logits).
+    ///
+    /// # Shapes
+    /// [`Features`] of an `(N, 3, H, W)` input -> `(N, K, H, W)`
+    fn decode(&self, features: &Features) -> Result<Tensor>;
 }
 
 /// The 7x7 stride-4 transposed convolution: `(h - 1) * 4 - 2 * 2 + 7 + 1 = 4h`.
@@ -143,9 +142,110 @@ pub const SKIP_CONFIG: ConvTransposeConfig = ConvTransposeConfig {
 /// Kernel size of [`SKIP_CONFIG`].
 pub const SKIP_KERNEL: usize = 4;
 
+/// `transposed`: pool-2 features -> one 7x7 stride-4 transposed conv -> scores.
+#[derive(Debug, Clone)]
+pub struct TransposedDecoder {
+    up: ConvTranspose2d,
+}
+
+impl TransposedDecoder {
+    pub fn new(n_classes: usize, vb: VarBuilder) -> Result<Self> {
+        let up = conv_transpose2d(
+            CHANNELS_2,
+            n_classes,
+            TRANSPOSED_KERNEL,
+            TRANSPOSED_CONFIG,
+            vb.pp("up"),
+        )?;
+        Ok(Self { up })
+    }
+}
+
+impl Decoder for TransposedDecoder {
+    fn decode(&self, features: &Features) -> Result<Tensor> {
+        // (N, C2, H/4, W/4) -> (N, K, H, W)
+        self.up.forward(&features.pool2)
+    }
+}
+
+/// `skip`: 4x4 stride-2 transposed conv (C2 -> C1) + pool-1 features, ReLU, then a
+/// 4x4 stride-2 transposed conv (C1 -> K).
+#[derive(Debug, Clone)]
+pub struct SkipDecoder {
+    up1: ConvTranspose2d,
+    up2: ConvTranspose2d,
+}
+
+impl SkipDecoder {
+    pub fn new(n_classes: usize, vb: VarBuilder) -> Result<Self> {
+        let up1 = conv_transpose2d(
+            CHANNELS_2,
+            CHANNELS_1,
+            SKIP_KERNEL,
+            SKIP_CONFIG,
+            vb.pp("up1"),
+        )?;
+        let up2 = conv_transpose2d(
+            CHANNELS_1,
+            n_classes,
+            SKIP_KERNEL,
+            SKIP_CONFIG,
+            vb.pp("up2"),
+        )?;
+        Ok(Self { up1, up2 })
+    }
+}
+
+impl Decoder for SkipDecoder {
+    fn decode(&self, features: &Features) -> Result<Tensor> {
+        // (N, C2, H/4, W/4) -> (N, C1, H/2, W/2), plus the pool-1 features
+        let fused = relu(&(self.up1.forward(&features.pool2)? + &features.pool1)?)?;
+        // (N, C1, H/2, W/2) -> (N, K, H, W)
+        self.up2.forward(&fused)
+    }
+}
+
+/// `bilinear`: a 1x1 conv scores the pool-2 features, a bilinear resize brings
+/// them to full size.
+#[derive(Debug, Clone)]
+pub struct BilinearDecoder {
+    score: Conv2d,
+}
+
+impl BilinearDecoder {
+    pub fn new(n_classes: usize, vb: VarBuilder) -> Result<Self> {
+        let score = conv2d(
+            CHANNELS_2,
+            n_classes,
+            1,
+            ConvConfig::default(),
+            vb.pp("score"),
+        )?;
+        Ok(Self { score })
+    }
+}
+
+impl Decoder for BilinearDecoder {
+    fn decode(&self, features: &Features) -> Result<Tensor> {
+        let (h, w) = features.size;
+        // (N, C2, H/4, W/4) -> (N, K, H/4, W/4) -> (N, K, H, W)
+        resize_bilinear(&self.score.forward(&features.pool2)?, h, w)
+    }
+}
+
+/// A segmentation net: two conv + ReLU + 2x2 max-pool stages and a [`Variant`]'s decoder.
+#[derive(Debug, Clone)]
+pub struct SegNet {
+    variant: Variant,
+    n_classes: usize,
+    conv1: Conv2d,
+    conv2: Conv2d,
+    decoder: Arc<dyn Decoder>,
+}
+
 impl SegNet {
     /// Builds the net of `variant` for `n_classes` classes; variables `conv1.*`,
-    /// `conv2.*` and `up.*` / `up1.*`, `up2.*` / `score.*` under `vb`.
+    /// `conv2.*` and the decoder's (see [`Variant::decoder`]) under `vb`.
     pub fn new(variant: Variant, n_classes: usize, vb: VarBuilder) -> Result<Self> {
         if n_classes < 2 {
             candle::bail!("a segmentation net needs at least 2 classes, got {n_classes}");
@@ -154,50 +254,12 @@ impl SegNet {
             padding: 1,
             ..ConvConfig::default()
         };
-        let conv1 = conv2d(3, CHANNELS_1, 3, same, vb.pp("conv1"))?;
-        let conv2 = conv2d(CHANNELS_1, CHANNELS_2, 3, same, vb.pp("conv2"))?;
-        let decoder = match variant {
-            Variant::Transposed => Decoder::Transposed {
-                up: conv_transpose2d(
-                    CHANNELS_2,
-                    n_classes,
-                    TRANSPOSED_KERNEL,
-                    TRANSPOSED_CONFIG,
-                    vb.pp("up"),
-                )?,
-            },
-            Variant::Skip => Decoder::Skip {
-                up1: conv_transpose2d(
-                    CHANNELS_2,
-                    CHANNELS_1,
-                    SKIP_KERNEL,
-                    SKIP_CONFIG,
-                    vb.pp("up1"),
-                )?,
-                up2: conv_transpose2d(
-                    CHANNELS_1,
-                    n_classes,
-                    SKIP_KERNEL,
-                    SKIP_CONFIG,
-                    vb.pp("up2"),
-                )?,
-            },
-            Variant::Bilinear => Decoder::Bilinear {
-                score: conv2d(
-                    CHANNELS_2,
-                    n_classes,
-                    1,
-                    ConvConfig::default(),
-                    vb.pp("score"),
-                )?,
-            },
-        };
         Ok(Self {
             variant,
             n_classes,
-            conv1,
-            conv2,
-            decoder,
+            conv1: conv2d(3, CHANNELS_1, 3, same, vb.pp("conv1"))?,
+            conv2: conv2d(CHANNELS_1, CHANNELS_2, 3, same, vb.pp("conv2"))?,
+            decoder: variant.decoder(n_classes, vb)?,
         })
     }
 
@@ -211,28 +273,18 @@ impl SegNet {
         self.n_classes
     }
 
-    /// Class scores of an input whose height and width are multiples of
-    /// [`SIZE_MULTIPLE`].
-    fn forward_aligned(&self, xs: &Tensor) -> Result<Tensor> {
+    /// The encoder on an input whose height and width are multiples of [`SIZE_MULTIPLE`].
+    fn encode(&self, xs: &Tensor) -> Result<Features> {
         let (_, _, h, w) = xs.dims4()?;
         // (N, 3, H, W) -> (N, C1, H/2, W/2)
-        let pool1 = max_pool2d(&self.conv1.forward(xs)?.relu()?, 2)?;
+        let pool1 = max_pool2d(&relu(&self.conv1.forward(xs)?)?, 2)?;
         // (N, C1, H/2, W/2) -> (N, C2, H/4, W/4)
-        let pool2 = max_pool2d(&self.conv2.forward(&pool1)?.relu()?, 2)?;
-        match &self.decoder {
-            // (N, C2, H/4, W/4) -> (N, K, H, W)
-            Decoder::Transposed { up } => up.forward(&pool2),
-            Decoder::Skip { up1, up2 } => {
-                // (N, C2, H/4, W/4) -> (N, C1, H/2, W/2), plus the pool-1 features
-                let fused = (up1.forward(&pool2)? + pool1)?.relu()?;
-                // (N, C1, H/2, W/2) -> (N, K, H, W)
-                up2.forward(&fused)
-            }
-            Decoder::Bilinear { score } => {
-                // (N, C2, H/4, W/4) -> (N, K, H/4, W/4) -> (N, K, H, W)
-                resize_bilinear(&score.forward(&pool2)?, h, w)
-            }
-        }
+        let pool2 = max_pool2d(&relu(&self.conv2.forward(&pool1)?)?, 2)?;
+        Ok(Features {
+            pool1,
+            pool2,
+            size: (h, w),
+        })
     }
 }
 
@@ -256,12 +308,13 @@ impl Module for SegNet {
         }
         let (pad_h, pad_w) = (padding_to_multiple(h), padding_to_multiple(w));
         if pad_h == 0 && pad_w == 0 {
-            return self.forward_aligned(xs);
+            return self.decoder.decode(&self.encode(xs)?);
         }
         // (N, 3, H, W) -> (N, 3, H + pad_h, W + pad_w)
         let padded = xs.pad_with_same(2, 0, pad_h)?.pad_with_same(3, 0, pad_w)?;
         // (N, K, H + pad_h, W + pad_w) -> (N, K, H, W)
-        self.forward_aligned(&padded)?
+        self.decoder
+            .decode(&self.encode(&padded)?)?
             .narrow(2, 0, h)?
             .narrow(3, 0, w)
     }

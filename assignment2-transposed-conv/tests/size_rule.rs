@@ -6,9 +6,9 @@
 
 use anyhow::Result;
 use assignment2_transposed_conv::model::{
-    conv_out_size, transposed_out_size, SKIP_CONFIG, SKIP_KERNEL, TRANSPOSED_CONFIG,
-    TRANSPOSED_KERNEL,
+    SKIP_CONFIG, SKIP_KERNEL, TRANSPOSED_CONFIG, TRANSPOSED_KERNEL,
 };
+use assignment2_transposed_conv::size_rule::{conv_out_size, transposed_out_size};
 use candle::{DType, Device, Module, Tensor};
 use common::nn::{Conv2d, ConvConfig, ConvTranspose2d, ConvTransposeConfig};
 

@@ -1,0 +1,209 @@
+//! The three commands on a tiny data set: a whole training run writes its files
+//! and `metrics.json`; `evaluate` re-scores the saved nets to the same figures;
+//! `predict` segments an image of any size; old, broken or missing run folders
+//! give one clear error.
+
+mod support;
+
+use std::path::Path;
+
+use anyhow::Result;
+use assignment2_transposed_conv::config::{Config, EvaluateConfig, Models, PredictConfig};
+use assignment2_transposed_conv::evaluate::evaluate;
+use assignment2_transposed_conv::model::Variant;
+use assignment2_transposed_conv::predict::predict;
+use assignment2_transposed_conv::report::Report;
+use assignment2_transposed_conv::run::run;
+use common::cli::RunArgs;
+use common::device::DeviceChoice;
+
+/// Flags for a quiet CPU run reading `data_dir` and writing `out`.
+fn args(data_dir: &Path, out: Option<&Path>) -> RunArgs {
+    RunArgs {
+        out: out.map(Path::to_path_buf),
+        data_dir: Some(data_dir.to_path_buf()),
+        device: DeviceChoice::Cpu,
+        quiet: true,
+    }
+}
+
+/// Trains `transposed` and `bilinear` for `epochs` epochs on the tiny set in `data_dir`.
+fn train(data_dir: &Path, out: &Path, epochs: usize) -> Result<(Config, Report)> {
+    let cfg = Config {
+        run: args(data_dir, Some(out)),
+        model: Models::List(vec![Variant::Transposed, Variant::Bilinear]),
+        epochs,
+        ..Config::default()
+    };
+    let report = run(&cfg)?;
+    Ok((cfg, report))
+}
+
+fn read_json(path: &Path) -> Result<serde_json::Value> {
+    Ok(serde_json::from_slice(&std::fs::read(path)?)?)
+}
+
+#[test]
+fn a_whole_run_writes_its_outputs_and_evaluate_and_predict_read_them() -> Result<()> {
+    let data_dir = tempfile::tempdir()?;
+    support::write_flower_layout(data_dir.path(), 1, 38)?;
+    let temp = tempfile::tempdir()?;
+    let out = temp.path().join("run");
+    let (cfg, report) = train(data_dir.path(), &out, 2)?;
+    assert_eq!(report.setting.image_size, [93, 127]);
+    assert_eq!(report.variants.len(), 2);
+    assert_eq!(report.variants["bilinear"].scores.parameters, 5154);
+    for file in ["config.json", "metrics.json", "loss.png", "masks.png"] {
+        assert!(out.join(file).is_file(), "{file}");
+    }
+    for file in [
+        "predictions/flower_mask.png",
+        "predictions/flower_overlay.png",
+        "predictions/flower_panel.png",
+        "predictions/flower_probability.png",
+        "loss.png",
+        "history.csv",
+        "history.json",
+        "checkpoint.safetensors",
+    ] {
+        assert!(
+            out.join("transposed").join(file).is_file(),
+            "transposed/{file}"
+        );
+    }
+    let metrics = read_json(&out.join("metrics.json"))?;
+    for key in [
+        "flower_iou",
+        "flower_pixel_accuracy",
+        "train_pixel_accuracy",
+        "parameters",
+        "train_seconds",
+    ] {
+        assert!(metrics["variants"]["transposed"][key].is_number(), "{key}");
+    }
+    assert_eq!(metrics["data"]["origin"], "given");
+    // config.json is the config, and reads back as it.
+    let saved: Config = serde_json::from_value(read_json(&out.join("config.json"))?)?;
+    assert_eq!(saved, cfg);
+    // The side-by-side picture: reference + 2 masks of 127 px, 4 px apart.
+    let masks = image::open(out.join("masks.png"))?;
+    assert_eq!((masks.width(), masks.height()), (3 * 127 + 2 * 4, 93));
+    // The panel: image | truth | prediction.
+    let panel = image::open(out.join("bilinear/predictions/flower_panel.png"))?;
+    assert_eq!((panel.width(), panel.height()), (3 * 127 + 2 * 4, 93));
+
+    // evaluate: the saved nets give the run's figures again.
+    let evaluated = evaluate(&EvaluateConfig {
+        run: Some(out.clone()),
+        model: Models::All,
+        args: args(data_dir.path(), None),
+    })?;
+    assert_eq!(evaluated.variants.len(), 2);
+    for (name, trained) in &report.variants {
+        assert_eq!(evaluated.variants[name], trained.scores, "{name}");
+    }
+    assert!(out.join("evaluate/metrics.json").is_file());
+    assert!(out
+        .join("evaluate/transposed/predictions/flower_panel.png")
+        .is_file());
+
+    // predict: any size, no truth, so the panel is image | prediction.
+    let odd = temp.path().join("odd.png");
+    common::data::image_io::save_image(&odd, &ndarray::Array3::from_elem((3, 21, 34), 0.5))?;
+    let folders = predict(&PredictConfig {
+        images: vec![odd],
+        run: Some(out.clone()),
+        model: Models::List(vec![Variant::Bilinear]),
+        args: args(data_dir.path(), None),
+    })?;
+    assert_eq!(folders, vec![out.join("predict/bilinear/predictions")]);
+    let panel = image::open(folders[0].join("odd_panel.png"))?;
+    assert_eq!((panel.width(), panel.height()), (2 * 34 + 4, 21));
+    let mask = image::open(folders[0].join("odd_mask.png"))?;
+    assert_eq!((mask.width(), mask.height()), (34, 21));
+    Ok(())
+}
+
+#[test]
+fn old_broken_and_missing_run_folders_give_one_clear_error() -> Result<()> {
+    let data_dir = tempfile::tempdir()?;
+    support::write_flower_layout(data_dir.path(), 2, 8)?;
+    let temp = tempfile::tempdir()?;
+    let out = temp.path().join("run");
+    let (_, report) = train(data_dir.path(), &out, 1)?;
+    let evaluate_run = |model: Models| {
+        evaluate(&EvaluateConfig {
+            run: Some(out.clone()),
+            model,
+            args: args(data_dir.path(), Some(&temp.path().join("evaluated"))),
+        })
+    };
+
+    // A folder of the format before RunDir (config.json {"run": ..., "data": "real: ..."},
+    // pictures beside the checkpoint) still evaluates: only the checkpoints are read.
+    std::fs::write(
+        out.join("config.json"),
+        r#"{"run": {"epochs": 1}, "data": "generated", "device": "cpu", "train_samples": 8}"#,
+    )?;
+    let evaluated = evaluate_run(Models::All)?;
+    assert_eq!(
+        evaluated.variants["bilinear"],
+        report.variants["bilinear"].scores
+    );
+
+    // A net that is not there.
+    let err = format!("{:#}", evaluate_run("skip".parse()?).unwrap_err());
+    assert!(
+        err.contains("skip/checkpoint.safetensors") && err.contains("not found"),
+        "{err}"
+    );
+    // Another variant's checkpoint under skip/: the weights do not fit.
+    std::fs::create_dir_all(out.join("skip"))?;
+    std::fs::copy(
+        out.join("transposed/checkpoint.safetensors"),
+        out.join("skip/checkpoint.safetensors"),
+    )?;
+    let err = format!("{:#}", evaluate_run("skip".parse()?).unwrap_err());
+    assert!(
+        err.contains("skip/checkpoint.safetensors")
+            && err.contains("older format")
+            && err.contains("missing keys"),
+        "{err}"
+    );
+    // A checkpoint that is not one.
+    std::fs::write(out.join("skip/checkpoint.safetensors"), b"not a checkpoint")?;
+    let err = format!("{:#}", evaluate_run("skip".parse()?).unwrap_err());
+    assert!(
+        err.contains("skip/checkpoint.safetensors") && err.contains("not a valid safetensors"),
+        "{err}"
+    );
+
+    // A run folder without any net, and one that does not exist.
+    let empty = temp.path().join("empty");
+    std::fs::create_dir_all(&empty)?;
+    let err = format!(
+        "{:#}",
+        evaluate(&EvaluateConfig {
+            run: Some(empty),
+            ..EvaluateConfig::default()
+        })
+        .unwrap_err()
+    );
+    assert!(
+        err.contains("holds no saved net") && err.contains("train first"),
+        "{err}"
+    );
+    let err = format!(
+        "{:#}",
+        predict(&PredictConfig {
+            run: Some(temp.path().join("nowhere")),
+            ..PredictConfig::default()
+        })
+        .unwrap_err()
+    );
+    assert!(
+        err.contains("nowhere") && err.contains("does not exist"),
+        "{err}"
+    );
+    Ok(())
+}

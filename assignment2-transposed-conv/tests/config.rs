@@ -1,0 +1,81 @@
+//! The settings: the defaults of the command line (written once, in the clap
+//! attributes), `--model` values, `config.json` read back, and the default run
+//! folders of the subcommands.
+
+use std::path::PathBuf;
+
+use anyhow::Result;
+use assignment2_transposed_conv::config::{Config, EvaluateConfig, Models, PredictConfig, PROGRAM};
+use assignment2_transposed_conv::model::Variant;
+use common::device::DeviceChoice;
+
+#[test]
+fn defaults_are_the_lectures_settings() {
+    let cfg = Config::default();
+    assert_eq!(
+        (cfg.seed, cfg.epochs, cfg.batch_size, cfg.lr),
+        (42, 20, 8, 0.003)
+    );
+    assert_eq!(cfg.model, Models::All);
+    assert_eq!(cfg.model.variants(), Variant::ALL.to_vec());
+    assert_eq!(cfg.run.device, DeviceChoice::Auto);
+    assert!(!cfg.run.quiet && cfg.run.out.is_none() && cfg.run.data_dir.is_none());
+    assert_eq!(
+        cfg.out_dir(),
+        PathBuf::from("runs/assignment2-transposed-conv/seed42")
+    );
+    assert_eq!(PROGRAM, "assignment2-transposed-conv");
+}
+
+#[test]
+fn subcommands_read_the_default_run_and_write_inside_it() {
+    let evaluate = EvaluateConfig::default();
+    assert_eq!(
+        evaluate.run_dir(),
+        PathBuf::from("runs/assignment2-transposed-conv/seed42")
+    );
+    assert_eq!(
+        evaluate.out_dir(),
+        PathBuf::from("runs/assignment2-transposed-conv/seed42/evaluate")
+    );
+    let predict = PredictConfig {
+        run: Some("elsewhere".into()),
+        ..PredictConfig::default()
+    };
+    assert_eq!(predict.out_dir(), PathBuf::from("elsewhere/predict"));
+    assert!(predict.images.is_empty());
+}
+
+#[test]
+fn model_lists_parse_and_print() -> Result<()> {
+    assert_eq!("all".parse::<Models>()?, Models::All);
+    let two: Models = "transposed, Bilinear".parse()?;
+    assert_eq!(
+        two,
+        Models::List(vec![Variant::Transposed, Variant::Bilinear])
+    );
+    assert_eq!(two.to_string(), "transposed,bilinear");
+    let err = "skip,deconv".parse::<Models>().unwrap_err().to_string();
+    assert!(
+        err.contains("\"deconv\"") && err.contains("transposed, skip or bilinear"),
+        "{err}"
+    );
+    Ok(())
+}
+
+#[test]
+fn config_json_reads_back_as_the_config() -> Result<()> {
+    let cfg = Config {
+        model: Models::List(vec![Variant::Skip]),
+        seed: 7,
+        ..Config::default()
+    };
+    let json = serde_json::to_value(&cfg)?;
+    assert_eq!(json["model"], "skip");
+    assert_eq!(json["device"], "auto");
+    assert_eq!(serde_json::from_value::<Config>(json)?, cfg);
+    // The config.json of runs before this format is not a Config.
+    let old = serde_json::json!({"run": {"epochs": 20}, "data": "generated"});
+    assert!(serde_json::from_value::<Config>(old).is_err());
+    Ok(())
+}
