@@ -126,7 +126,7 @@ impl Config {
 }
 
 /// The training run folder of the default seed, `runs/<PROGRAM>/seed42`.
-fn default_run() -> PathBuf {
+pub fn default_run() -> PathBuf {
     RunDir::default_path(PROGRAM, Config::default().seed)
 }
 
@@ -134,9 +134,9 @@ fn default_run() -> PathBuf {
 #[derive(Debug, Clone, PartialEq, clap::Args, Serialize, Deserialize)]
 #[command(mut_arg("out", |arg| arg.help("Output folder [default: <run>/evaluate]")))]
 pub struct EvaluateConfig {
-    /// The training run folder to read [default: runs/assignment2-transposed-conv/seed42]
-    #[arg(long)]
-    pub run: Option<PathBuf>,
+    /// The training run folder to read
+    #[arg(long, default_value_os_t = default_run())]
+    pub run: PathBuf,
     /// Which saved nets: all (every one the run holds), or names separated by commas
     #[arg(long, default_value = "all")]
     pub model: Models,
@@ -152,17 +152,12 @@ impl Default for EvaluateConfig {
 }
 
 impl EvaluateConfig {
-    /// `--run`, else the default run folder.
-    pub fn run_dir(&self) -> PathBuf {
-        self.run.clone().unwrap_or_else(default_run)
-    }
-
     /// `--out`, else `<run>/evaluate`.
     pub fn out_dir(&self) -> PathBuf {
         self.args
             .out
             .clone()
-            .unwrap_or_else(|| self.run_dir().join("evaluate"))
+            .unwrap_or_else(|| self.run.join("evaluate"))
     }
 }
 
@@ -172,9 +167,9 @@ impl EvaluateConfig {
 pub struct PredictConfig {
     /// Images to segment (PNG or JPEG, any size) [default: the data set's flower.jpg]
     pub images: Vec<PathBuf>,
-    /// The training run folder to read [default: runs/assignment2-transposed-conv/seed42]
-    #[arg(long)]
-    pub run: Option<PathBuf>,
+    /// The training run folder to read
+    #[arg(long, default_value_os_t = default_run())]
+    pub run: PathBuf,
     /// Which saved nets: all (every one the run holds), or names separated by commas
     #[arg(long, default_value = "all")]
     pub model: Models,
@@ -190,16 +185,11 @@ impl Default for PredictConfig {
 }
 
 impl PredictConfig {
-    /// `--run`, else the default run folder.
-    pub fn run_dir(&self) -> PathBuf {
-        self.run.clone().unwrap_or_else(default_run)
-    }
-
     /// `--out`, else `<run>/predict`.
     pub fn out_dir(&self) -> PathBuf {
         self.args
             .out
             .clone()
-            .unwrap_or_else(|| self.run_dir().join("predict"))
+            .unwrap_or_else(|| self.run.join("predict"))
     }
 }

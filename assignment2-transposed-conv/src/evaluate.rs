@@ -152,7 +152,7 @@ pub fn setting(located: Located, device: &Device, data: &FlowerData) -> Setting 
 /// Re-scores the nets a training run saved on the scoring image: writes
 /// `config.json`, `metrics.json` and `<variant>/predictions/` under `cfg.out_dir()`.
 pub fn evaluate(cfg: &EvaluateConfig) -> Result<EvaluateReport> {
-    let run = RunDir::open(cfg.run_dir())?;
+    let run = RunDir::open(&cfg.run)?;
     let device = open_device(cfg.args.device)?;
     let nets = load_nets(&run, &cfg.model, &device)?;
     // The generated scene (no data set found) is the one the run was scored on.

@@ -142,7 +142,7 @@ pub fn load_net(run: &RunDir, variant: Variant, device: &Device) -> Result<Saved
 /// Segments `cfg.images` (default: the data set's photo) with the saved nets and
 /// writes `<out>/<variant>/predictions/<image>_*.png`; gives the folders written.
 pub fn predict(cfg: &PredictConfig) -> Result<Vec<PathBuf>> {
-    let run = RunDir::open(cfg.run_dir())?;
+    let run = RunDir::open(&cfg.run)?;
     let device = open_device(cfg.args.device)?;
     let nets = load_nets(&run, &cfg.model, &device)?;
     let images = images_to_segment(cfg, nets[0].1.seed)?;

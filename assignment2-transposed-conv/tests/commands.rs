@@ -94,7 +94,7 @@ fn a_whole_run_writes_its_outputs_and_evaluate_and_predict_read_them() -> Result
 
     // evaluate: the saved nets give the run's figures again.
     let evaluated = evaluate(&EvaluateConfig {
-        run: Some(out.clone()),
+        run: out.clone(),
         model: Models::All,
         args: args(data_dir.path(), None),
     })?;
@@ -112,7 +112,7 @@ fn a_whole_run_writes_its_outputs_and_evaluate_and_predict_read_them() -> Result
     common::data::image_io::save_image(&odd, &ndarray::Array3::from_elem((3, 21, 34), 0.5))?;
     let folders = predict(&PredictConfig {
         images: vec![odd],
-        run: Some(out.clone()),
+        run: out.clone(),
         model: Models::List(vec![Variant::Bilinear]),
         args: args(data_dir.path(), None),
     })?;
@@ -133,7 +133,7 @@ fn old_broken_and_missing_run_folders_give_one_clear_error() -> Result<()> {
     let (_, report) = train(data_dir.path(), &out, 1)?;
     let evaluate_run = |model: Models| {
         evaluate(&EvaluateConfig {
-            run: Some(out.clone()),
+            run: out.clone(),
             model,
             args: args(data_dir.path(), Some(&temp.path().join("evaluated"))),
         })
@@ -184,7 +184,7 @@ fn old_broken_and_missing_run_folders_give_one_clear_error() -> Result<()> {
     let err = format!(
         "{:#}",
         evaluate(&EvaluateConfig {
-            run: Some(empty),
+            run: empty,
             ..EvaluateConfig::default()
         })
         .unwrap_err()
@@ -196,7 +196,7 @@ fn old_broken_and_missing_run_folders_give_one_clear_error() -> Result<()> {
     let err = format!(
         "{:#}",
         predict(&PredictConfig {
-            run: Some(temp.path().join("nowhere")),
+            run: temp.path().join("nowhere"),
             ..PredictConfig::default()
         })
         .unwrap_err()

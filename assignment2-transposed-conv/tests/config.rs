@@ -31,7 +31,7 @@ fn defaults_are_the_lectures_settings() {
 fn subcommands_read_the_default_run_and_write_inside_it() {
     let evaluate = EvaluateConfig::default();
     assert_eq!(
-        evaluate.run_dir(),
+        evaluate.run,
         PathBuf::from("runs/assignment2-transposed-conv/seed42")
     );
     assert_eq!(
@@ -39,7 +39,7 @@ fn subcommands_read_the_default_run_and_write_inside_it() {
         PathBuf::from("runs/assignment2-transposed-conv/seed42/evaluate")
     );
     let predict = PredictConfig {
-        run: Some("elsewhere".into()),
+        run: "elsewhere".into(),
         ..PredictConfig::default()
     };
     assert_eq!(predict.out_dir(), PathBuf::from("elsewhere/predict"));
