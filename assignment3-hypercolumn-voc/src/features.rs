@@ -13,6 +13,7 @@ use common::data::IGNORE_LABEL;
 use ndarray::{Array2, ArrayView2};
 use rand::rngs::StdRng;
 use rand::seq::index::sample;
+use rand::SeedableRng;
 use safetensors::tensor::{Dtype, TensorView};
 
 /// Sampled `(feature, label)` pairs.
@@ -111,11 +112,7 @@ impl SampledFeatures {
         let bytes = safetensors::serialize(views, Some(metadata))
             .map_err(err)
             .with_context(|| format!("cannot serialise sampled features for {path:?}"))?;
-        if let Some(parent) = path.parent() {
-            std::fs::create_dir_all(parent)
-                .with_context(|| format!("cannot create folder {parent:?}"))?;
-        }
-        common::train::write_atomic(path, &bytes)
+        common::run_dir::write_file(path, &bytes)
     }
 
     /// Reads samples written by [`SampledFeatures::save`] if the file exists and
@@ -207,6 +204,44 @@ pub fn pick_pixels(
         }
     }
     picked
+}
+
+/// How many pixels of each class an image gives, and the run's seed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Sampling {
+    pub per_class: usize,
+    pub seed: u64,
+}
+
+/// The sparse sample of one training image: up to `per_class` random pixels of every
+/// class present in `labels` (the image's labels at the feature resolution), each with
+/// its hypercolumn. The pixels depend only on the seed and the image's index.
+///
+/// # Shapes
+/// `taps[i] (1, C_i, h_i, w_i)`, `labels (fh, fw)` -> `(P, Z)` features and `(P)` labels
+pub fn sample_image(
+    taps: &[Tensor],
+    labels: &Array2<u8>,
+    sampling: Sampling,
+    image_index: usize,
+) -> anyhow::Result<(Array2<f32>, Vec<u8>)> {
+    let (fh, fw) = labels.dim();
+    let seed = mix(sampling.seed ^ mix(image_index as u64));
+    let picked = pick_pixels(labels, sampling.per_class, &mut StdRng::seed_from_u64(seed));
+    let pixels: Vec<(usize, usize)> = picked.iter().map(|&(y, x, _)| (y, x)).collect();
+    let features = hypercolumns_at(taps, fh, fw, &pixels)?;
+    Ok((
+        features,
+        picked.iter().map(|&(_, _, label)| label).collect(),
+    ))
+}
+
+/// SplitMix64: a per-image seed from the run seed and the image index.
+fn mix(x: u64) -> u64 {
+    let mut z = x.wrapping_add(0x9E37_79B9_7F4A_7C15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
 }
 
 /// The two source indices and weights with which output `i` of a resize from

@@ -19,10 +19,10 @@ use std::collections::HashMap;
 use std::path::Path;
 
 use anyhow::{bail, Context};
-use candle::{DType, Device, Module, Tensor};
-use candle_nn::{Init, Linear, VarBuilder};
+use candle::{DType, Device, Module, Tensor, Var};
+use candle_nn::{Init, Linear, VarBuilder, VarMap};
 use common::data::transforms::{resize_image, Normalization};
-use common::nn::{convolutionalize_linear, resize_bilinear, Conv2d, ConvConfig};
+use common::nn::{convolutionalize_linear, relu, resize_bilinear, Conv2d, ConvConfig};
 use common::weights::HubFile;
 use ndarray::Array3;
 use serde::{Deserialize, Serialize};
@@ -309,10 +309,10 @@ impl Backbone {
         let mut taps = Vec::with_capacity(self.blocks.len());
         for (block_index, block) in self.blocks.iter().enumerate() {
             if block_index > 0 {
-                xs = common::kernels::max_pool2d(&xs, 2)?;
+                xs = common::nn::max_pool2d(&xs, 2)?;
             }
             for conv in block {
-                xs = common::kernels::relu(&conv.forward(&xs)?)?;
+                xs = relu(&conv.forward(&xs)?)?;
             }
             taps.push(xs.clone());
         }
@@ -378,7 +378,21 @@ impl FeatureNorm {
         let std = self.std.reshape((1, (), 1, 1))?;
         xs.broadcast_sub(&mean)?.broadcast_div(&std)
     }
+
+    /// Puts the statistics into `varmap` as `norm.mean` and `norm.std`, so the phases'
+    /// checkpoints hold the whole head. The optimisers only take the `fc*` variables,
+    /// and the head computes with the plain tensors, so they stay fixed.
+    pub fn register(&self, varmap: &VarMap) -> candle::Result<()> {
+        let mut vars = varmap.data().lock().unwrap_or_else(|e| e.into_inner());
+        vars.insert(NORM_MEAN.to_owned(), Var::from_tensor(&self.mean)?);
+        vars.insert(NORM_STD.to_owned(), Var::from_tensor(&self.std)?);
+        Ok(())
+    }
 }
+
+/// The names of the normalisation statistics in a checkpoint.
+pub const NORM_MEAN: &str = "norm.mean";
+pub const NORM_STD: &str = "norm.std";
 
 /// Sizes of the head.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -418,15 +432,46 @@ pub fn head(cfg: &HeadConfig, norm: FeatureNorm, vb: VarBuilder) -> candle::Resu
     })
 }
 
+/// The head stored in `tensors` (`norm.mean`, `norm.std`, `fc1..fc3`, as a phase's
+/// checkpoint holds them), its sizes read from the tensors' shapes.
+pub fn head_from_tensors(
+    tensors: &HashMap<String, Tensor>,
+    device: &Device,
+) -> anyhow::Result<Head> {
+    let get = |name: &str| {
+        tensors
+            .get(name)
+            .with_context(|| format!("the head's tensor {name} is missing"))
+    };
+    let norm = FeatureNorm {
+        mean: get(NORM_MEAN)?.clone(),
+        std: get(NORM_STD)?.clone(),
+    };
+    let (hidden, feature_dim) = get("fc1.weight")?.dims2()?;
+    let (n_classes, _) = get("fc3.weight")?.dims2()?;
+    let cfg = HeadConfig {
+        feature_dim,
+        hidden,
+        n_classes,
+    };
+    let vb = VarBuilder::from_tensors(tensors.clone(), DType::F32, device);
+    Ok(head(&cfg, norm, vb)?)
+}
+
 impl Head {
+    /// `K`, the number of classes.
+    pub fn n_classes(&self) -> candle::Result<usize> {
+        self.fc3.weight().dim(0)
+    }
+
     /// Class scores of raw (not yet normalised) hypercolumns.
     ///
     /// # Shapes
     /// `(B, Z) -> (B, K)`
     pub fn forward(&self, features: &Tensor) -> candle::Result<Tensor> {
         let xs = self.norm.apply_rows(features)?;
-        let xs = common::kernels::relu(&self.fc1.forward(&xs)?)?;
-        let xs = common::kernels::relu(&self.fc2.forward(&xs)?)?;
+        let xs = relu(&self.fc1.forward(&xs)?)?;
+        let xs = relu(&self.fc2.forward(&xs)?)?;
         self.fc3.forward(&xs)
     }
 
@@ -454,17 +499,21 @@ pub struct ConvHead {
     conv3: Conv2d,
 }
 
-/// A 1x1 convolution with an optional bias: `common::kernels::conv2d_bias`, which on the
-/// CPU is one matrix product per image (no im2col) with the bias fused in, and candle's
-/// conv2d elsewhere.
+/// A 1x1 convolution with an optional bias (`common::nn::ops::conv2d_bias`: on the CPU one
+/// matrix product per image, no im2col, with the bias fused in; candle's conv2d elsewhere).
 ///
 /// # Shapes
 /// `(N, C, H, W)` with weight `(O, C, 1, 1)` -> `(N, O, H, W)`
 fn conv1x1(xs: &Tensor, weight: &Tensor, bias: Option<&Tensor>) -> candle::Result<Tensor> {
-    common::kernels::conv2d_bias(xs, weight, bias, &common::kernels::Conv2dParams::default())
+    common::nn::ops::conv2d_bias(xs, weight, bias, &ConvConfig::default())
 }
 
 impl ConvHead {
+    /// `K`, the number of classes.
+    pub fn n_classes(&self) -> candle::Result<usize> {
+        self.conv3.weight().dim(0)
+    }
+
     /// A copy whose tensors are cut from the variables: for evaluation, where no
     /// gradient is wanted and none should be tracked.
     pub fn detached(&self) -> candle::Result<Self> {
@@ -490,8 +539,8 @@ impl ConvHead {
     /// `(N, Z, H, W) -> (N, K, H, W)`
     pub fn forward_hypercolumns(&self, hypercolumns: &Tensor) -> candle::Result<Tensor> {
         let xs = self.norm.apply_maps(hypercolumns)?;
-        let xs = common::kernels::relu(&self.conv1.forward(&xs)?)?;
-        let xs = common::kernels::relu(&self.conv2.forward(&xs)?)?;
+        let xs = relu(&self.conv1.forward(&xs)?)?;
+        let xs = relu(&self.conv2.forward(&xs)?)?;
         self.conv3.forward(&xs)
     }
 
@@ -560,8 +609,8 @@ impl ConvHead {
         let Some(sum) = sum else {
             candle::bail!("forward_taps needs at least one tap");
         };
-        let xs = common::kernels::relu(&sum)?;
-        let xs = common::kernels::relu(&conv1x1(&xs, self.conv2.weight(), self.conv2.bias())?)?;
+        let xs = relu(&sum)?;
+        let xs = relu(&conv1x1(&xs, self.conv2.weight(), self.conv2.bias())?)?;
         conv1x1(&xs, self.conv3.weight(), self.conv3.bias())
     }
 }

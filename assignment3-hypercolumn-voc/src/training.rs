@@ -3,87 +3,178 @@
 //! images (pixel-wise cross-entropy, 255 ignored) with the backbone frozen.
 //!
 //! Both go through `common::train::fit` (progress bar, history, loss curve, NaN
-//! guard, checkpoint per epoch). `fit` walks a `Loader` of image samples; here
-//! the "samples" are indices into data already in memory (sampled features,
-//! cached taps), so the loader runs over an [`IndexSet`] and each batch's ids
-//! pick the rows or images.
+//! guard, checkpoint per epoch) in the phase's own folder. `fit` takes anything
+//! that yields batches per epoch: here [`FeatureRows`] (batches of sampled rows) and
+//! [`TapBatches`] (batches of whole images' taps), both shuffled in the order
+//! `common::data::loader::Loader` would give.
 
-use std::path::PathBuf;
-use std::sync::Arc;
+use std::path::{Path, PathBuf};
 
-use anyhow::Context;
-use candle::{DType, Device, Tensor};
+use anyhow::{bail, Context};
+use candle::{Device, Tensor};
 use candle_nn::VarMap;
-use common::data::loader::{Batch, Loader, LoaderConfig};
-use common::data::{Dataset, Sample};
+use common::checkpoint::load_checkpoint;
 use common::optim::{param_group, Adam, AdamConfig};
+use common::run_dir::{RunDir, CHECKPOINT_FILE};
 use common::schedule::{LrSchedule, ScheduleKind};
-use common::train::{fit, History, TrainConfig, Validation};
-use ndarray::{Array2, Array3};
+use common::train::{fit, EpochBatches, History, TrainConfig, Validation};
+use rand::rngs::StdRng;
+use rand::seq::SliceRandom;
+use rand::SeedableRng;
+use serde::{Deserialize, Serialize};
 
+use crate::config::Config;
 use crate::features::SampledFeatures;
-use crate::model::{ConvHead, Head};
+use crate::model::{head_from_tensors, ConvHead, Head};
+use crate::taps::{stack_taps, tap_dir, TapImage, TapSettings};
+use crate::weights::WeightsInfo;
 
-/// The taps of one image kept in memory for fine-tuning and evaluation.
-#[derive(Debug, Clone)]
-pub struct TapImage {
-    /// The sample id.
-    pub id: String,
-    /// The taps prepared for the head (`model::prepare_taps`), `(1, C_i, h_i, w_i)`.
-    pub taps: Vec<Tensor>,
-    /// `(1, fh, fw)` u32 labels at the feature resolution (nearest).
-    pub labels: Tensor,
-    /// The original `(H, W)` labels (kept for evaluation only).
-    pub mask: Option<Array2<u8>>,
+/// Seeded shuffled batches of the indices `0..n`: epoch `e` (1-based) is a function of
+/// `(seed, e)` alone, the same order as `common::data::loader::Loader` with
+/// `shuffle: true, drop_last: false`, so runs stay comparable with earlier ones.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Shuffled {
+    pub n: usize,
+    pub batch_size: usize,
+    pub seed: u64,
 }
 
-/// A data set of `n` placeholder samples whose ids are their indices: lets
-/// `common::train::fit` and its `Loader` (seeded shuffling, batching) run over
-/// data that already sits in memory.
-#[derive(Debug, Clone)]
-pub struct IndexSet {
-    n: usize,
-    class_names: Vec<String>,
-}
+impl Shuffled {
+    /// Batches per epoch (the last one may be short).
+    pub fn batches(&self) -> usize {
+        self.n.div_ceil(self.batch_size.max(1))
+    }
 
-impl IndexSet {
-    /// `n` indices.
-    pub fn new(n: usize, class_names: Vec<String>) -> Self {
-        Self { n, class_names }
+    /// The batches of `epoch`, in order.
+    pub fn epoch(&self, epoch: usize) -> Vec<Vec<usize>> {
+        let mut order: Vec<usize> = (0..self.n).collect();
+        let seed = splitmix(splitmix(self.seed) ^ epoch as u64);
+        order.shuffle(&mut StdRng::seed_from_u64(seed));
+        order
+            .chunks(self.batch_size.max(1))
+            .map(<[usize]>::to_vec)
+            .collect()
     }
 }
 
-impl Dataset for IndexSet {
-    fn len(&self) -> usize {
-        self.n
-    }
+/// SplitMix64's finaliser (the loader's, so the orders agree).
+fn splitmix(x: u64) -> u64 {
+    let mut z = x.wrapping_add(0x9E37_79B9_7F4A_7C15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
+}
 
-    fn get(&self, index: usize) -> common::Result<Sample> {
-        if index >= self.n {
-            anyhow::bail!("index {index} asked for, but the set has {}", self.n);
+/// The sampled hypercolumns on the device, served in shuffled batches of rows.
+#[derive(Debug)]
+pub struct FeatureRows {
+    /// `(P, Z)` raw hypercolumns.
+    features: Tensor,
+    /// `(P)` u32 labels.
+    labels: Tensor,
+    order: Shuffled,
+}
+
+impl FeatureRows {
+    /// Copies `samples` to `device` once.
+    pub fn new(
+        samples: &SampledFeatures,
+        batch_size: usize,
+        seed: u64,
+        device: &Device,
+    ) -> anyhow::Result<Self> {
+        let (p, z) = samples.features.dim();
+        if p == 0 {
+            anyhow::bail!("no sampled features to train the head on");
         }
-        Ok(Sample {
-            id: index.to_string(),
-            image: Array3::zeros((3, 1, 1)),
-            mask: Array2::zeros((1, 1)),
+        let values: Vec<f32> = samples.features.iter().copied().collect();
+        let labels: Vec<u32> = samples.labels.iter().map(|&l| u32::from(l)).collect();
+        Ok(Self {
+            features: Tensor::from_vec(values, (p, z), device)?,
+            labels: Tensor::from_vec(labels, p, device)?,
+            order: Shuffled {
+                n: p,
+                batch_size,
+                seed,
+            },
         })
-    }
-
-    fn class_names(&self) -> &[String] {
-        &self.class_names
     }
 }
 
-/// The indices a batch of an [`IndexSet`] stands for.
-fn batch_indices(batch: &Batch) -> candle::Result<Vec<usize>> {
-    batch
-        .ids
-        .iter()
-        .map(|id| {
-            id.parse::<usize>()
-                .map_err(|_| candle::Error::Msg(format!("batch id {id:?} is not an index")))
-        })
-        .collect()
+impl EpochBatches for FeatureRows {
+    /// `(B, Z)` features and `(B)` labels.
+    type Batch = (Tensor, Tensor);
+
+    fn batches_per_epoch(&self) -> usize {
+        self.order.batches()
+    }
+
+    fn epoch_batches<'a>(
+        &'a self,
+        epoch: usize,
+        device: &Device,
+    ) -> Box<dyn Iterator<Item = common::Result<Self::Batch>> + 'a> {
+        let device = device.clone();
+        Box::new(self.order.epoch(epoch).into_iter().map(move |rows| {
+            let rows: Vec<u32> = rows.into_iter().map(|i| i as u32).collect();
+            let n = rows.len();
+            let index = Tensor::from_vec(rows, n, &device)?;
+            Ok((
+                self.features.index_select(&index, 0)?,
+                self.labels.index_select(&index, 0)?,
+            ))
+        }))
+    }
+
+    fn batch_len(batch: &Self::Batch) -> usize {
+        batch.1.dims().first().copied().unwrap_or(0)
+    }
+}
+
+/// Whole training images' taps, served in shuffled batches.
+#[derive(Debug)]
+pub struct TapBatches<'a> {
+    images: &'a [TapImage],
+    order: Shuffled,
+}
+
+impl<'a> TapBatches<'a> {
+    pub fn new(images: &'a [TapImage], batch_size: usize, seed: u64) -> anyhow::Result<Self> {
+        if images.is_empty() {
+            anyhow::bail!("no training images to fine-tune on");
+        }
+        let order = Shuffled {
+            n: images.len(),
+            batch_size,
+            seed,
+        };
+        Ok(Self { images, order })
+    }
+}
+
+impl EpochBatches for TapBatches<'_> {
+    /// The per-level taps `[(B, C_i, h_i, w_i)]` (f32) and the `(B, fh, fw)` labels.
+    type Batch = (Vec<Tensor>, Tensor);
+
+    fn batches_per_epoch(&self) -> usize {
+        self.order.batches()
+    }
+
+    fn epoch_batches<'b>(
+        &'b self,
+        epoch: usize,
+        _device: &Device,
+    ) -> Box<dyn Iterator<Item = common::Result<Self::Batch>> + 'b> {
+        Box::new(self.order.epoch(epoch).into_iter().map(move |indices| {
+            let chosen: Vec<&TapImage> = indices.iter().map(|&i| &self.images[i]).collect();
+            let labels: Vec<&Tensor> = chosen.iter().map(|image| &image.labels).collect();
+            Ok((stack_taps(&chosen)?, Tensor::cat(&labels, 0)?))
+        }))
+    }
+
+    fn batch_len(batch: &Self::Batch) -> usize {
+        batch.1.dims().first().copied().unwrap_or(0)
+    }
 }
 
 /// Median-frequency class weights (Eigen & Fergus 2015, as in SegNet):
@@ -113,7 +204,9 @@ pub fn class_weights(counts: &[usize]) -> Vec<f32> {
 }
 
 /// How the loss weighs the classes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, clap::ValueEnum)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize, clap::ValueEnum,
+)]
 #[serde(rename_all = "kebab-case")]
 pub enum ClassWeighting {
     /// All classes weigh 1.
@@ -158,9 +251,11 @@ pub struct PhaseConfig {
     /// Class weights in the loss.
     pub class_weights: ClassWeighting,
     pub seed: u64,
-    /// Where `fit` writes this phase's checkpoint, history and loss curve.
-    pub out_dir: PathBuf,
+    pub device: Device,
+    /// The phase's folder: `fit` writes its checkpoint, history and loss curve there.
+    pub run_dir: RunDir,
     pub title: String,
+    /// What the checkpoints record besides the weights (`evaluate` reads it back).
     pub run_config: serde_json::Value,
     pub progress: bool,
 }
@@ -183,7 +278,7 @@ fn optimizer(
     );
     let train = TrainConfig {
         epochs: cfg.epochs,
-        out_dir: cfg.out_dir.clone(),
+        run_dir: cfg.run_dir.clone(),
         seed: cfg.seed,
         schedule,
         resume: false,
@@ -199,58 +294,18 @@ pub fn train_head(
     varmap: &VarMap,
     head: &Head,
     samples: &SampledFeatures,
-    class_names: &[String],
     cfg: &PhaseConfig,
-    device: &Device,
     validate: impl FnMut(usize) -> common::Result<Option<Validation>>,
 ) -> anyhow::Result<History> {
-    let (p, z) = samples.features.dim();
-    if p == 0 {
-        anyhow::bail!("no sampled features to train the head on");
-    }
-    // (P, Z) and (P) on the device once; batches pick rows by index.
-    let features = Tensor::from_slice(
-        samples
-            .features
-            .as_slice()
-            .context("sampled features are not contiguous")?,
-        (p, z),
-        device,
-    )?;
-    let labels = Tensor::from_vec(
-        samples
-            .labels
-            .iter()
-            .map(|&l| u32::from(l))
-            .collect::<Vec<_>>(),
-        p,
-        device,
-    )?;
+    let device = &cfg.device;
+    let n_classes = head.n_classes()?;
     let weights = cfg
         .class_weights
-        .weights(&samples.class_counts(class_names.len()), device)?;
-    let loader = Loader::new(
-        Arc::new(IndexSet::new(p, class_names.to_vec())),
-        LoaderConfig {
-            batch_size: cfg.batch_size,
-            shuffle: true,
-            drop_last: false,
-            seed: cfg.seed,
-        },
-    );
-    let (mut adam, train) = optimizer(varmap, cfg, cfg.epochs * loader.batches_per_epoch())?;
-    let loss_fn = |batch: &Batch| -> candle::Result<Tensor> {
-        let index = Tensor::from_vec(
-            batch_indices(batch)?
-                .into_iter()
-                .map(|i| i as u32)
-                .collect::<Vec<_>>(),
-            batch.ids.len(),
-            device,
-        )?;
-        let xs = features.index_select(&index, 0)?; // (B, Z)
-        let ys = labels.index_select(&index, 0)?; // (B)
-        let logits = head.forward(&xs)?; // (B, K)
+        .weights(&samples.class_counts(n_classes), device)?;
+    let rows = FeatureRows::new(samples, cfg.batch_size, cfg.seed, device)?;
+    let (mut adam, train) = optimizer(varmap, cfg, cfg.epochs * rows.batches_per_epoch())?;
+    let loss_fn = |(xs, ys): &(Tensor, Tensor)| -> candle::Result<Tensor> {
+        let logits = head.forward(xs)?; // (B, Z) -> (B, K)
         let (b, k) = logits.dims2()?;
         // (B, K) -> (B, K, 1, 1) and (B) -> (B, 1, 1): pixel CE with class weights.
         common::loss::pixel_cross_entropy(
@@ -259,23 +314,20 @@ pub fn train_head(
             weights.as_ref(),
         )
     };
-    fit(
-        &train, varmap, &mut adam, &loader, device, loss_fn, validate,
-    )
+    fit(&train, varmap, &mut adam, &rows, device, loss_fn, validate)
 }
 
-/// The per-level concatenation of the taps of `images`, as f32.
-///
-/// # Shapes
-/// `images[j].taps[i] (1, C_i, h_i, w_i)` -> `[(B, C_i, h_i, w_i)]`
-pub fn stack_taps(images: &[&TapImage]) -> candle::Result<Vec<Tensor>> {
-    let levels = images.first().map_or(0, |image| image.taps.len());
-    (0..levels)
-        .map(|level| {
-            let parts: Vec<&Tensor> = images.iter().map(|image| &image.taps[level]).collect();
-            Tensor::cat(&parts, 0)?.to_dtype(DType::F32)
-        })
-        .collect()
+/// Label counts of `images` at the feature resolution, for the class weights.
+fn label_counts(images: &[TapImage], n_classes: usize) -> candle::Result<Vec<usize>> {
+    let mut counts = vec![0usize; n_classes];
+    for image in images {
+        for label in image.labels.flatten_all()?.to_vec1::<u32>()? {
+            if let Some(count) = counts.get_mut(label as usize) {
+                *count += 1;
+            }
+        }
+    }
+    Ok(counts)
 }
 
 /// Phase 2: fine-tunes the convolutionalised head on whole training images
@@ -284,47 +336,87 @@ pub fn finetune(
     varmap: &VarMap,
     conv_head: &ConvHead,
     images: &[TapImage],
-    feature_size: (usize, usize),
-    class_names: &[String],
     cfg: &PhaseConfig,
-    device: &Device,
     validate: impl FnMut(usize) -> common::Result<Option<Validation>>,
 ) -> anyhow::Result<History> {
-    if images.is_empty() {
-        anyhow::bail!("no training images to fine-tune on");
-    }
-    let mut counts = vec![0usize; class_names.len()];
-    for image in images {
-        for label in image.labels.flatten_all()?.to_vec1::<u32>()? {
-            if let Some(count) = counts.get_mut(label as usize) {
-                *count += 1;
-            }
-        }
-    }
+    let device = &cfg.device;
+    let batches = TapBatches::new(images, cfg.batch_size, cfg.seed)?;
+    let counts = label_counts(images, conv_head.n_classes()?)?;
     let weights = cfg.class_weights.weights(&counts, device)?;
-    let loader = Loader::new(
-        Arc::new(IndexSet::new(images.len(), class_names.to_vec())),
-        LoaderConfig {
-            batch_size: cfg.batch_size,
-            shuffle: true,
-            drop_last: false,
-            seed: cfg.seed,
-        },
-    );
-    let (mut adam, train) = optimizer(varmap, cfg, cfg.epochs * loader.batches_per_epoch())?;
-    let (fh, fw) = feature_size;
-    let loss_fn = |batch: &Batch| -> candle::Result<Tensor> {
-        let chosen: Vec<&TapImage> = batch_indices(batch)?
-            .into_iter()
-            .map(|i| &images[i])
-            .collect();
-        let taps = stack_taps(&chosen)?;
-        let labels: Vec<&Tensor> = chosen.iter().map(|image| &image.labels).collect();
-        let labels = Tensor::cat(&labels, 0)?; // (B, fh, fw)
-        let logits = conv_head.forward_taps(&taps, fh, fw)?; // (B, K, fh, fw)
-        common::loss::pixel_cross_entropy(&logits, &labels, weights.as_ref())
+    let (mut adam, train) = optimizer(varmap, cfg, cfg.epochs * batches.batches_per_epoch())?;
+    let (fh, fw) = images[0].feature_size()?;
+    let loss_fn = |(taps, labels): &(Vec<Tensor>, Tensor)| -> candle::Result<Tensor> {
+        let logits = conv_head.forward_taps(taps, fh, fw)?; // (B, K, fh, fw)
+        common::loss::pixel_cross_entropy(&logits, labels, weights.as_ref())
     };
     fit(
-        &train, varmap, &mut adam, &loader, device, loss_fn, validate,
+        &train, varmap, &mut adam, &batches, device, loss_fn, validate,
     )
+}
+
+/// What every checkpoint of a run records besides the weights: enough for `evaluate`
+/// and `predict` to rebuild the inputs the head was trained on.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct HeadRecord {
+    pub config: Config,
+    /// The backbone the taps came from.
+    pub backbone: WeightsInfo,
+    pub feature_size: (usize, usize),
+    pub class_names: Vec<String>,
+}
+
+impl HeadRecord {
+    /// The disk cache of the taps (`--cache-taps`) of the data at `data_root` through
+    /// `weights`, or `None` when the run kept none.
+    pub fn tap_dir(
+        &self,
+        data_root: &Path,
+        weights: &WeightsInfo,
+    ) -> anyhow::Result<Option<PathBuf>> {
+        if !self.config.cache_taps {
+            return Ok(None);
+        }
+        let settings = TapSettings::new(
+            data_root,
+            weights,
+            self.config.input_size,
+            self.feature_size,
+        );
+        Ok(Some(tap_dir(&self.config.cache_dir, &settings)?))
+    }
+}
+
+/// The phase folders of a run, in training order; the last one with a checkpoint holds
+/// the final head.
+pub const PHASES: [&str; 2] = ["head", "finetune"];
+
+/// The final head of the training run in `run` (the last phase's checkpoint) and what
+/// the run recorded; one clear error for a folder of an older format.
+pub fn load_final_head(run: &RunDir, device: &Device) -> anyhow::Result<(ConvHead, HeadRecord)> {
+    let Some(path) = PHASES
+        .iter()
+        .rev()
+        .map(|phase| run.file(phase).join(CHECKPOINT_FILE))
+        .find(|path| path.is_file())
+    else {
+        if run.checkpoint().is_file() {
+            bail!(
+                "{:?} is a run folder of an older format (one checkpoint at its top, no \
+                 head/ or finetune/ checkpoint with the run's record): train it again",
+                run.path()
+            );
+        }
+        bail!(
+            "{:?} holds no head/ or finetune/ checkpoint: not a finished training run of this \
+             program (pass --run DIR)",
+            run.path()
+        );
+    };
+    let checkpoint = load_checkpoint(&path, device)?;
+    let record: HeadRecord = serde_json::from_value(checkpoint.meta.config).with_context(|| {
+        format!("{path:?} was written by an older version (a run folder of an older format): train again")
+    })?;
+    let head = head_from_tensors(&checkpoint.model, device)
+        .with_context(|| format!("the head in {path:?}"))?;
+    Ok((head.convolutionalize()?, record))
 }

@@ -1,0 +1,252 @@
+//! The program's settings: one [`Config`] for training (every default written once, in
+//! its clap attributes), and the settings of the `evaluate` and `predict` subcommands,
+//! which read a training run's folder.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::bail;
+use clap::{Args, ValueEnum};
+use common::cli::RunArgs;
+use common::run_dir::RunDir;
+use serde::{Deserialize, Serialize};
+
+use crate::model::Arch;
+use crate::training::ClassWeighting;
+
+/// The program's name: its run folders are `runs/<PROGRAM>/seed<seed>`.
+pub const PROGRAM: &str = "assignment3-hypercolumn-voc";
+
+/// The default cache folder (sampled features, disk taps, the generated data set).
+pub const DEFAULT_CACHE_DIR: &str = "runs/assignment3-hypercolumn-voc/cache";
+
+/// Which VGG weights to load; `evaluate` and `predict` default to the ones the run used.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Args, Serialize, Deserialize)]
+pub struct BackboneArgs {
+    /// VGG conv weights, safetensors with torchvision names (features.N.weight) [default: the
+    /// shared VGG16, else timm/vgg11.tv_in1k from the hub cache or a hub download, else random]
+    #[arg(long)]
+    pub weights: Option<PathBuf>,
+    /// VGG configuration [default: the one the weights hold]
+    #[arg(long, value_enum)]
+    pub arch: Option<Arch>,
+}
+
+/// Everything a training run needs.
+#[derive(Debug, Clone, PartialEq, Args, Serialize, Deserialize)]
+pub struct Config {
+    #[command(flatten)]
+    #[serde(flatten)]
+    pub run: RunArgs,
+    #[command(flatten)]
+    #[serde(flatten)]
+    pub backbone: BackboneArgs,
+    /// Seed of sampling, initialisation and shuffling
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// Download PASCAL VOC 2012 (about 2 GB) into data/ when no data set is found
+    #[arg(long)]
+    pub download: bool,
+    /// Cache folder for sampled features, disk taps and the generated data set
+    #[arg(long, default_value = DEFAULT_CACHE_DIR)]
+    pub cache_dir: PathBuf,
+    /// Epochs of phase 1: the head on sampled features
+    #[arg(long, default_value_t = 15)]
+    pub head_epochs: usize,
+    /// Epochs of phase 2: the 1x1-conv head fine-tuned on whole images (0 skips it)
+    #[arg(long, default_value_t = 3)]
+    pub finetune_epochs: usize,
+    /// VGG input size, HEIGHTxWIDTH
+    #[arg(long, default_value = "180x240", value_parser = parse_size)]
+    pub input_size: (usize, usize),
+    /// Hypercolumn map size, HEIGHTxWIDTH [default: half the input size]
+    #[arg(long, value_parser = parse_size)]
+    pub feature_size: Option<(usize, usize)>,
+    /// Use at most this many images of each split (a quick run)
+    #[arg(long)]
+    pub max_images: Option<usize>,
+    /// Random pixels sampled per class present in each training image
+    #[arg(long, default_value_t = 3)]
+    pub samples_per_class: usize,
+    /// Width of the head's two hidden layers
+    #[arg(long, default_value_t = 128)]
+    pub hidden: usize,
+    /// Learning rate of phase 1 (AdamW, cosine decay to 1% of it)
+    #[arg(long, default_value_t = 1e-3)]
+    pub head_lr: f64,
+    /// Sampled hypercolumns per step of phase 1
+    #[arg(long, default_value_t = 128)]
+    pub head_batch_size: usize,
+    /// Learning rate of phase 2 (AdamW, cosine decay to 1% of it)
+    #[arg(long, default_value_t = 1e-3)]
+    pub finetune_lr: f64,
+    /// Images per step of phase 2
+    #[arg(long, default_value_t = 4)]
+    pub finetune_batch_size: usize,
+    /// Decoupled (AdamW) weight decay of both phases
+    #[arg(long, default_value_t = 1e-4)]
+    pub weight_decay: f64,
+    /// Class weights in the losses: none, median (median frequency / class frequency) or their square roots
+    #[arg(long, value_enum, default_value_t = ClassWeighting::SqrtMedian)]
+    pub class_weights: ClassWeighting,
+    /// Number of val images drawn as image | truth | prediction panels
+    #[arg(long, default_value_t = 6)]
+    pub panels: usize,
+    /// Most GiB of f16 taps to keep in memory
+    #[arg(long, default_value_t = 8.0)]
+    pub max_cache_gib: f64,
+    /// Keep every image's taps on disk in the cache folder (f16, about 6 MB an image at
+    /// 180x240) so later runs skip the VGG
+    #[arg(long)]
+    pub cache_taps: bool,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        common::cli::defaults()
+    }
+}
+
+impl Config {
+    /// The run folder: `--out`, else `runs/<PROGRAM>/seed<seed>`.
+    pub fn out_dir(&self) -> PathBuf {
+        self.run.out_dir(PROGRAM, self.seed)
+    }
+
+    /// `--feature-size`, else half the input size.
+    pub fn feature_size(&self) -> (usize, usize) {
+        let (ih, iw) = self.input_size;
+        self.feature_size.unwrap_or((ih / 2, iw / 2))
+    }
+
+    /// One clear error for settings the pipeline cannot run with.
+    pub fn check(&self) -> anyhow::Result<()> {
+        let (ih, iw) = self.input_size;
+        if ih < 16 || iw < 16 {
+            bail!("--input-size {ih}x{iw} is too small: the VGG needs at least 16x16");
+        }
+        let (fh, fw) = self.feature_size();
+        if fh == 0 || fw == 0 {
+            bail!("--feature-size {fh}x{fw} must be at least 1x1");
+        }
+        if self.samples_per_class == 0 {
+            bail!("--samples-per-class must be at least 1");
+        }
+        if self.max_images == Some(0) {
+            bail!("--max-images 0 leaves no image to train or evaluate on");
+        }
+        Ok(())
+    }
+}
+
+/// Which split `evaluate` scores.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum EvalSplit {
+    Val,
+    Train,
+}
+
+/// `evaluate`: a saved run's head scored on a split.
+#[derive(Debug, Clone, PartialEq, Args, Serialize, Deserialize)]
+pub struct EvaluateConfig {
+    /// The training run folder to read [default: runs/assignment3-hypercolumn-voc/seed0]
+    #[arg(long = "run", value_name = "DIR")]
+    pub run_folder: Option<PathBuf>,
+    // `--out` defaults to `<run>/evaluate` here.
+    #[command(flatten)]
+    #[serde(flatten)]
+    pub run: RunArgs,
+    // Weights other than the ones the run recorded.
+    #[command(flatten)]
+    #[serde(flatten)]
+    pub backbone: BackboneArgs,
+    /// The split to score
+    #[arg(long, value_enum, default_value_t = EvalSplit::Val)]
+    pub split: EvalSplit,
+    /// Use at most this many images of the split
+    #[arg(long)]
+    pub max_images: Option<usize>,
+    /// Number of images drawn as image | truth | prediction panels
+    #[arg(long, default_value_t = 6)]
+    pub panels: usize,
+}
+
+impl Default for EvaluateConfig {
+    fn default() -> Self {
+        common::cli::defaults()
+    }
+}
+
+impl EvaluateConfig {
+    /// The training run folder to read.
+    pub fn training_run(&self) -> PathBuf {
+        training_run(self.run_folder.as_deref())
+    }
+
+    /// `--out`, else `<run>/evaluate`.
+    pub fn out_dir(&self) -> PathBuf {
+        self.run
+            .out
+            .clone()
+            .unwrap_or_else(|| self.training_run().join("evaluate"))
+    }
+}
+
+/// `predict`: a saved run's head on any image files.
+#[derive(Debug, Clone, PartialEq, Args, Serialize, Deserialize)]
+pub struct PredictConfig {
+    /// Image files (.jpg, .png) or folders of them
+    #[arg(value_name = "IMAGE")]
+    pub images: Vec<PathBuf>,
+    /// The training run folder to read [default: runs/assignment3-hypercolumn-voc/seed0]
+    #[arg(long = "run", value_name = "DIR")]
+    pub run_folder: Option<PathBuf>,
+    // `--out` defaults to `<run>/predict` here; `--data-dir` is one more folder of images.
+    #[command(flatten)]
+    #[serde(flatten)]
+    pub run: RunArgs,
+    // Weights other than the ones the run recorded.
+    #[command(flatten)]
+    #[serde(flatten)]
+    pub backbone: BackboneArgs,
+}
+
+impl Default for PredictConfig {
+    fn default() -> Self {
+        common::cli::defaults()
+    }
+}
+
+impl PredictConfig {
+    /// The training run folder to read.
+    pub fn training_run(&self) -> PathBuf {
+        training_run(self.run_folder.as_deref())
+    }
+
+    /// `--out`, else `<run>/predict`.
+    pub fn out_dir(&self) -> PathBuf {
+        self.run
+            .out
+            .clone()
+            .unwrap_or_else(|| self.training_run().join("predict"))
+    }
+}
+
+/// `--run`, else the default run folder of the default seed.
+fn training_run(run_folder: Option<&Path>) -> PathBuf {
+    run_folder
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|| RunDir::default_path(PROGRAM, Config::default().seed))
+}
+
+/// Parses `HxW` (e.g. `180x240`) into `(height, width)`.
+pub fn parse_size(text: &str) -> anyhow::Result<(usize, usize)> {
+    let parse = |s: &str| s.trim().parse::<usize>().ok().filter(|&v| v > 0);
+    match text.split_once(['x', 'X']) {
+        Some((h, w)) => match (parse(h), parse(w)) {
+            (Some(h), Some(w)) => Ok((h, w)),
+            _ => bail!("size {text:?} must be two positive numbers, HEIGHTxWIDTH (e.g. 180x240)"),
+        },
+        None => bail!("size {text:?} must be HEIGHTxWIDTH (e.g. 180x240)"),
+    }
+}
