@@ -148,11 +148,14 @@ pub enum EvalSplit {
 
 /// `evaluate`: a saved run's head scored on a split.
 #[derive(Debug, Clone, PartialEq, Args, Serialize, Deserialize)]
+#[command(
+    mut_arg("out", |a| a.help("Output folder [default: <run>/evaluate]")),
+    mut_arg("data_dir", |a| a.help("The data set's folder [default: the run's, else the search a training run makes]")),
+)]
 pub struct EvaluateConfig {
     /// The training run folder to read [default: runs/assignment3-hypercolumn-voc/seed0]
     #[arg(long = "run", value_name = "DIR")]
     pub run_folder: Option<PathBuf>,
-    // `--out` defaults to `<run>/evaluate` here.
     #[command(flatten)]
     #[serde(flatten)]
     pub run: RunArgs,
@@ -194,6 +197,10 @@ impl EvaluateConfig {
 
 /// `predict`: a saved run's head on any image files.
 #[derive(Debug, Clone, PartialEq, Args, Serialize, Deserialize)]
+#[command(
+    mut_arg("out", |a| a.help("Output folder [default: <run>/predict]")),
+    mut_arg("data_dir", |a| a.help("A folder of images to segment, besides the IMAGEs")),
+)]
 pub struct PredictConfig {
     /// Image files (.jpg, .png) or folders of them
     #[arg(value_name = "IMAGE")]
@@ -201,7 +208,6 @@ pub struct PredictConfig {
     /// The training run folder to read [default: runs/assignment3-hypercolumn-voc/seed0]
     #[arg(long = "run", value_name = "DIR")]
     pub run_folder: Option<PathBuf>,
-    // `--out` defaults to `<run>/predict` here; `--data-dir` is one more folder of images.
     #[command(flatten)]
     #[serde(flatten)]
     pub run: RunArgs,
