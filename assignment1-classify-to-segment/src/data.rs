@@ -9,14 +9,17 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::Context;
+use candle::{Device, Tensor};
 use common::data::image_io::{load_image, load_palette_mask};
+use common::data::locate::{locate, DataSetSpec, Located};
 use common::data::synthetic::{synthetic_dataset, SyntheticConfig};
-use common::data::{shared_data_dir, Sample};
+use common::data::Sample;
 use ndarray::{s, Array2, Array3};
 use rand::rngs::StdRng;
 use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
 
+use crate::config::Config;
 use crate::model::PATCH_SIZE;
 
 /// The data set's folder name (under `data/` or the shared data folder).
@@ -26,40 +29,40 @@ pub const FLOWER: u8 = 1;
 /// Label of a background patch.
 pub const BACKGROUND: u8 = 0;
 
-/// Where the run's data comes from.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum DataSource {
-    /// The real data set in this folder.
-    Real(PathBuf),
-    /// Nothing found: the generated stand-in set.
-    Generated,
+/// Finds the data set in the shared search order ([`locate`]): `data_dir` when
+/// given (it must hold `Positive/` and `Negative/`), `$SEGKIT_DATA_DIR`, the
+/// workspace's `data/cmput328-flower`, the shared data folder; else the generated set.
+pub fn locate_data(data_dir: Option<&Path>) -> anyhow::Result<Located> {
+    let find_root = |dir: &Path| check_layout(dir).map(|()| dir.to_path_buf());
+    let spec = DataSetSpec {
+        names: &[DATA_SET],
+        title: "the flower patches (Positive/, Negative/, flower.jpg, flower_mask.png)",
+        find_root: &find_root,
+        // No public URL of the lecture's patches is known.
+        download: None,
+    };
+    locate(&spec, data_dir)
 }
 
-/// Finds the data set: `data_dir` when given (it must hold `Positive/` and
-/// `Negative/`), else the workspace's `data/cmput328-flower`, else the shared
-/// data folder (`$SEGKIT_SHARED_DATA` or `../shared/data`). No public URL of the
-/// patches is known to download from, so the last resort is the generated set,
-/// announced loudly on stderr.
-pub fn locate_data(data_dir: Option<&Path>) -> anyhow::Result<DataSource> {
-    if let Some(dir) = data_dir {
-        check_layout(dir)?;
-        return Ok(DataSource::Real(dir.to_path_buf()));
-    }
-    let workspace = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../data")
-        .join(DATA_SET);
-    let shared = shared_data_dir().map(|d| d.join(DATA_SET));
-    for dir in std::iter::once(workspace).chain(shared) {
-        if check_layout(&dir).is_ok() {
-            return Ok(DataSource::Real(dir));
-        }
-    }
-    eprintln!(
-        "\n*** data set {DATA_SET:?} not found: put it in data/{DATA_SET}/ (Positive/, Negative/, \
-         flower.jpg, flower_mask.png; see data/README.md), pass --data-dir, or set \
-         SEGKIT_SHARED_DATA. RUNNING ON THE GENERATED STAND-IN SET INSTEAD ***\n"
-    );
-    Ok(DataSource::Generated)
+/// The data of a run: the patches split for training and validation, and the
+/// scene to segment.
+#[derive(Debug, Clone)]
+pub struct Data {
+    pub train: Vec<Sample>,
+    pub val: Vec<Sample>,
+    pub scene: Scene,
+}
+
+/// Reads (or, for the generated set, makes) the patches and the scene and splits
+/// the patches as `cfg` says (`val_fraction`, `seed`, `generated_patches`): the
+/// same call gives `evaluate` the validation patches its training run held back.
+pub fn load_data(located: &Located, cfg: &Config) -> anyhow::Result<Data> {
+    let (patches, scene) = match &located.root {
+        Some(root) => (load_patches(root)?, load_scene(root)?),
+        None => generated_data(cfg.generated_patches, cfg.seed),
+    };
+    let (train, val) = split_train_val(patches, cfg.val_fraction, cfg.seed)?;
+    Ok(Data { train, val, scene })
 }
 
 /// Checks that `dir` holds the `Positive/` and `Negative/` patch folders.
@@ -123,6 +126,25 @@ pub fn patch(id: String, image: Array3<f32>, label: u8) -> Sample {
 /// The label of a patch sample (its top-left mask pixel; all are equal).
 pub fn label_of(sample: &Sample) -> u8 {
     sample.mask[[0, 0]]
+}
+
+/// Stacks patches into a `(N, 3, 32, 32)` tensor and their `(N,)` u32 labels.
+pub fn patch_batch(patches: &[Sample], device: &Device) -> anyhow::Result<(Tensor, Tensor)> {
+    let mut pixels = Vec::with_capacity(patches.len() * 3 * PATCH_SIZE * PATCH_SIZE);
+    for p in patches {
+        let (c, h, w) = p.image.dim();
+        if (c, h, w) != (3, PATCH_SIZE, PATCH_SIZE) {
+            anyhow::bail!(
+                "patch {:?} is {c}x{h}x{w}, expected 3x{PATCH_SIZE}x{PATCH_SIZE}",
+                p.id
+            );
+        }
+        pixels.extend(p.image.iter().copied());
+    }
+    let labels: Vec<u32> = patches.iter().map(|p| u32::from(label_of(p))).collect();
+    let images = Tensor::from_vec(pixels, (patches.len(), 3, PATCH_SIZE, PATCH_SIZE), device)?;
+    let labels = Tensor::from_vec(labels, patches.len(), device)?;
+    Ok((images, labels))
 }
 
 /// A seeded split keeping the class balance: `val_fraction` of each class goes
@@ -207,42 +229,57 @@ pub fn generated_data(n_patches: usize, seed: u64) -> (Vec<Sample>, Scene) {
         n_classes: 2,
         seed,
     });
+    let patches = cut_patches(&scenes.samples, n_patches / 2, seed);
+    (patches, generated_scene(seed))
+}
+
+/// Up to `per_class` background and `per_class` flower patches cut at random
+/// places of `scenes` (64 tries per scene), backgrounds first.
+fn cut_patches(scenes: &[Sample], per_class: usize, seed: u64) -> Vec<Sample> {
     let mut rng = StdRng::seed_from_u64(seed ^ 0x5eed);
     let (mut flowers, mut backgrounds) = (Vec::new(), Vec::new());
-    let half = n_patches / 2;
-    // Up to 64 tries per scene for each wanted patch.
-    for (i, scene) in scenes.samples.iter().enumerate() {
+    for (i, scene) in scenes.iter().enumerate() {
         let (h, w) = scene.size();
         for _ in 0..64 {
             let (y, x) = (
                 rng.random_range(0..=h - PATCH_SIZE),
                 rng.random_range(0..=w - PATCH_SIZE),
             );
-            let centre = scene.mask.slice(s![y + 12..y + 20, x + 12..x + 20]);
-            let covered = centre.iter().filter(|&&v| v != 0).count();
-            let label = match covered {
-                0 => BACKGROUND,
-                c if c >= 32 => FLOWER,
-                _ => continue,
+            let Some(label) = centre_label(&scene.mask, y, x) else {
+                continue;
             };
             let bucket = if label == FLOWER {
                 &mut flowers
             } else {
                 &mut backgrounds
             };
-            if bucket.len() >= half.max(1) {
+            if bucket.len() >= per_class.max(1) {
                 continue;
             }
             let crop = scene
                 .image
                 .slice(s![.., y..y + PATCH_SIZE, x..x + PATCH_SIZE])
                 .to_owned();
-            let id = format!("synth_{i:04}_{y}_{x}");
-            bucket.push(patch(id, crop, label));
+            bucket.push(patch(format!("synth_{i:04}_{y}_{x}"), crop, label));
         }
     }
-    let mut patches = backgrounds;
-    patches.extend(flowers);
+    backgrounds.extend(flowers);
+    backgrounds
+}
+
+/// The label of the patch at `(y, x)` from the central 8x8 block of its mask:
+/// flower when at least half is disc, background when none is, else `None`.
+fn centre_label(mask: &Array2<u8>, y: usize, x: usize) -> Option<u8> {
+    let centre = mask.slice(s![y + 12..y + 20, x + 12..x + 20]);
+    match centre.iter().filter(|&&v| v != 0).count() {
+        0 => Some(BACKGROUND),
+        c if c >= 32 => Some(FLOWER),
+        _ => None,
+    }
+}
+
+/// The generated 160x224 scene to segment, with its mask.
+fn generated_scene(seed: u64) -> Scene {
     let scene = synthetic_dataset(&SyntheticConfig {
         n_samples: 1,
         height: 160,
@@ -252,10 +289,9 @@ pub fn generated_data(n_patches: usize, seed: u64) -> (Vec<Sample>, Scene) {
     })
     .samples
     .remove(0);
-    let scene = Scene {
+    Scene {
         name: "generated".into(),
         image: scene.image,
         mask: Some(scene.mask.mapv(|v| u8::from(v != 0))),
-    };
-    (patches, scene)
+    }
 }

@@ -9,11 +9,15 @@
 //! convolutions a patch goes 32 -> 28 -> 14 -> 10 -> 5, so the first dense layer
 //! reads a `C x 5 x 5` map and becomes a 5x5 convolution; later ones become 1x1.
 
-use candle::{Module, Result, Tensor};
-use candle_nn::{Linear, VarBuilder};
-use serde::{Deserialize, Serialize};
+use std::path::Path;
 
+use anyhow::Context;
+use candle::{DType, Device, Module, Result, Tensor};
+use candle_nn::{Linear, VarBuilder, VarMap};
+use common::checkpoint::{load_checkpoint, load_into_varmap};
+use common::init::seeded_var_builder;
 use common::nn::{conv2d, convolutionalize_linear, max_pool2d, Conv2d, ConvConfig};
+use serde::{Deserialize, Serialize};
 
 /// Side of the square patches the classifier reads.
 pub const PATCH_SIZE: usize = 32;
@@ -152,21 +156,30 @@ impl Classifier {
         &self.spec
     }
 
-    /// The fully convolutional twin with the same numbers: the first dense layer
-    /// (over `C2 x 5 x 5`) becomes a 5x5 convolution, later ones 1x1 convolutions.
+    /// The fully convolutional twin with the same numbers (see [`convolutionalize`]).
     pub fn to_fcn(&self) -> Result<Fcn> {
-        let mut in_shape = (self.spec.conv2, FEATURE_SIZE, FEATURE_SIZE);
-        let mut head = Vec::with_capacity(self.dense.len());
-        for layer in &self.dense {
-            let conv = convolutionalize_linear(layer, in_shape)?;
-            in_shape = (conv.weight().dim(0)?, 1, 1);
-            head.push(conv);
-        }
         Ok(Fcn {
             trunk: self.trunk.clone(),
-            head,
+            head: convolutionalize(&self.dense, self.spec.conv2)?,
         })
     }
+}
+
+/// The dense layers as convolutions: the first one, over the flattened
+/// `channels x 5 x 5` feature map, becomes a 5x5 convolution; each later one, over
+/// a vector, a 1x1 convolution. Same weights, reshaped (`common::nn::convolutionalize`).
+///
+/// # Shapes
+/// weights `(out, channels*25) -> (out, channels, 5, 5)`, then `(out, in) -> (out, in, 1, 1)`
+pub fn convolutionalize(dense: &[Linear], channels: usize) -> Result<Vec<Conv2d>> {
+    let mut in_shape = (channels, FEATURE_SIZE, FEATURE_SIZE);
+    let mut head = Vec::with_capacity(dense.len());
+    for layer in dense {
+        let conv = convolutionalize_linear(layer, in_shape)?;
+        in_shape = (conv.weight().dim(0)?, 1, 1);
+        head.push(conv);
+    }
+    Ok(head)
 }
 
 impl Module for Classifier {
@@ -223,4 +236,30 @@ impl Module for Fcn {
         }
         Ok(xs)
     }
+}
+
+/// A classifier with fresh weights drawn from `seed`.
+pub fn new_classifier(
+    spec: &ArchSpec,
+    seed: u64,
+    device: &Device,
+) -> anyhow::Result<(Classifier, VarMap)> {
+    let varmap = VarMap::new();
+    let vb = seeded_var_builder(&varmap, seed, DType::F32, device);
+    let classifier = Classifier::new(spec, vb)?;
+    Ok((classifier, varmap))
+}
+
+/// Rebuilds the classifier a training run saved in the checkpoint `path`; its
+/// widths come from the `arch_spec` the checkpoint records.
+pub fn load_classifier(path: &Path, device: &Device) -> anyhow::Result<Classifier> {
+    let checkpoint = load_checkpoint(path, device)?;
+    let spec: ArchSpec = serde_json::from_value(checkpoint.meta.config["arch_spec"].clone())
+        .with_context(|| {
+            format!("checkpoint {path:?} does not record the classifier's arch_spec")
+        })?;
+    let (classifier, varmap) = new_classifier(&spec, 0, device)?;
+    load_into_varmap(&varmap, &checkpoint.model)
+        .with_context(|| format!("checkpoint {path:?} does not fit a classifier {spec:?}"))?;
+    Ok(classifier)
 }

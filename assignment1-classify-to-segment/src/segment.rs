@@ -113,14 +113,8 @@ pub fn sliding_window(
     let bar = progress_bar(progress, positions.len(), "sliding window");
     let mut map = Array3::<f32>::zeros((N_CLASSES, rows, cols));
     for chunk in positions.chunks(batch_size) {
-        let mut crops = Vec::with_capacity(chunk.len() * 3 * PATCH_SIZE * PATCH_SIZE);
-        for &(r, c) in chunk {
-            let (y, x) = (r * stride, c * stride);
-            let crop = image.slice(s![.., y..y + PATCH_SIZE, x..x + PATCH_SIZE]);
-            crops.extend(crop.iter().copied());
-        }
-        // (B*3*32*32) -> (B, 3, 32, 32) -> (B, 2)
-        let batch = Tensor::from_vec(crops, (chunk.len(), 3, PATCH_SIZE, PATCH_SIZE), device)?;
+        // (B, 3, 32, 32) -> (B, 2)
+        let batch = crops_at(&image, chunk, stride, device)?;
         let logits = classifier.forward(&batch)?.to_vec2::<f32>()?;
         for (&(r, c), logit) in chunk.iter().zip(&logits) {
             for (k, &v) in logit.iter().enumerate() {
@@ -131,6 +125,33 @@ pub fn sliding_window(
     }
     bar.finish_and_clear();
     Ok(map)
+}
+
+/// The 32x32 crops of `image` whose corners are `(stride*r, stride*c)` for each
+/// `(r, c)` of `cells`, cut host-side and stacked on `device`.
+///
+/// # Shapes
+/// `(3, H, W) -> (cells.len(), 3, 32, 32)`
+fn crops_at(
+    image: &Array3<f32>,
+    cells: &[(usize, usize)],
+    stride: usize,
+    device: &candle::Device,
+) -> anyhow::Result<Tensor> {
+    let mut crops: Vec<f32> = Vec::with_capacity(cells.len() * 3 * PATCH_SIZE * PATCH_SIZE);
+    for &(r, c) in cells {
+        let (y, x) = (r * stride, c * stride);
+        crops.extend(
+            image
+                .slice(s![.., y..y + PATCH_SIZE, x..x + PATCH_SIZE])
+                .iter(),
+        );
+    }
+    Ok(Tensor::from_vec(
+        crops,
+        (cells.len(), 3, PATCH_SIZE, PATCH_SIZE),
+        device,
+    )?)
 }
 
 /// Shift-and-stitch: the FCN on the input shifted by `(dy, dx)` for `dy, dx` in

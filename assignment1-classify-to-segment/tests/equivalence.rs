@@ -4,10 +4,11 @@
 
 use std::path::Path;
 
-use assignment1_classify_to_segment::data::{generated_data, load_patches, load_scene, Scene};
-use assignment1_classify_to_segment::model::{Arch, Classifier};
+use assignment1_classify_to_segment::data::{
+    generated_data, load_patches, load_scene, patch_batch, Scene,
+};
+use assignment1_classify_to_segment::model::{new_classifier, Arch, Classifier};
 use assignment1_classify_to_segment::segment::{fcn_map, pad_image, padding_for};
-use assignment1_classify_to_segment::training::{new_classifier, patch_batch};
 use candle::{Device, Module, Tensor};
 use common::data::image_io::{image_to_tensor, save_image};
 use common::data::{shared_data_set, Sample};

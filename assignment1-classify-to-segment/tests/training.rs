@@ -1,36 +1,40 @@
 //! Short training runs that must learn (validation accuracy above 90%, loss
 //! falling) on the real patches when present and on the generated ones always;
-//! and the `segment` command on a saved checkpoint, end to end.
+//! and the `predict` command on a saved checkpoint, end to end.
 
-use std::path::Path;
-
+use assignment1_classify_to_segment::config::{Config, PredictConfig, SavedConfig};
 use assignment1_classify_to_segment::data::{
     generated_data, label_of, load_patches, split_train_val, FLOWER,
 };
-use assignment1_classify_to_segment::evaluate::score_mask;
-use assignment1_classify_to_segment::model::Arch;
-use assignment1_classify_to_segment::run::{segment, SegmentConfig};
-use assignment1_classify_to_segment::training::{
-    new_classifier, score_patches, smoothed_cross_entropy, train_classifier, TrainSettings,
-};
+use assignment1_classify_to_segment::evaluate::score_patches;
+use assignment1_classify_to_segment::model::{new_classifier, Arch};
+use assignment1_classify_to_segment::predict::predict;
+use assignment1_classify_to_segment::scene::score_mask;
+use assignment1_classify_to_segment::training::{smoothed_cross_entropy, train_classifier};
 use candle::{Device, Tensor};
+use common::cli::RunArgs;
 use common::data::image_io::{save_image, save_palette_mask};
 use common::data::{shared_data_set, Sample};
+use common::device::DeviceChoice;
+use common::run_dir::RunDir;
 use ndarray::s;
 
 type Result<T> = anyhow::Result<T>;
 
-fn settings(out: &Path, epochs: usize) -> TrainSettings {
-    TrainSettings {
-        arch: Arch::Default.spec(),
+fn config(epochs: usize) -> Config {
+    Config {
+        run: RunArgs {
+            device: DeviceChoice::Cpu,
+            quiet: true,
+            ..RunArgs::default()
+        },
+        arch: Arch::Default,
         epochs,
         batch_size: 16,
-        learning_rate: 0.005,
+        lr: 0.005,
         label_smoothing: 0.1,
         seed: 7,
-        out_dir: out.to_path_buf(),
-        run_config: serde_json::json!({ "arch_spec": Arch::Default.spec() }),
-        progress: false,
+        ..Config::default()
     }
 }
 
@@ -38,12 +42,13 @@ fn settings(out: &Path, epochs: usize) -> TrainSettings {
 /// 90% (from that of the initial weights) and the last epoch's loss is below the first's.
 fn learns(train: Vec<Sample>, val: &[Sample], epochs: usize) -> Result<()> {
     let out = tempfile::tempdir()?;
+    let run_dir = RunDir::create_empty(out.path())?;
     let device = Device::Cpu;
-    let cfg = settings(out.path(), epochs);
+    let cfg = config(epochs);
     // The same initial weights train_classifier starts from (same seed).
-    let (untrained, _) = new_classifier(&cfg.arch, cfg.seed, &device)?;
+    let (untrained, _) = new_classifier(&cfg.arch.spec(), cfg.seed, &device)?;
     let before = score_patches(&untrained, val, &device)?.accuracy;
-    let trained = train_classifier(&cfg, train, val, &device)?;
+    let trained = train_classifier(&cfg, &run_dir, train, val, &device)?;
     let first = trained.history.epochs[0].train_loss;
     let last = trained.history.last_train_loss().unwrap_or(f64::NAN);
     assert!(last < first, "loss did not fall: {first} -> {last}");
@@ -119,14 +124,16 @@ fn smoothed_cross_entropy_matches_hand_values() -> Result<()> {
 }
 
 #[test]
-fn segment_command_uses_a_saved_checkpoint() -> Result<()> {
+fn predict_command_uses_a_saved_checkpoint() -> Result<()> {
     let dir = tempfile::tempdir()?;
     let (patches, scene) = generated_data(96, 5);
     let (train, val) = split_train_val(patches, 0.25, 0)?;
-    let mut cfg = settings(&dir.path().join("train"), 1);
-    cfg.arch = Arch::Lecture.spec();
-    cfg.run_config = serde_json::json!({ "arch_spec": Arch::Lecture.spec() });
-    train_classifier(&cfg, train, &val, &Device::Cpu)?;
+    let cfg = Config {
+        arch: Arch::Lecture,
+        ..config(1)
+    };
+    let run_dir = RunDir::create(dir.path().join("train"), &SavedConfig::new(&cfg))?;
+    train_classifier(&cfg, &run_dir, train, &val, &Device::Cpu)?;
 
     // A 45x70 corner of the scene keeps the stride-1 sliding window short
     // (odd height: the last map row comes from padding).
@@ -140,19 +147,21 @@ fn segment_command_uses_a_saved_checkpoint() -> Result<()> {
         .slice(s![..45, ..70])
         .to_owned();
     save_palette_mask(&mask, &truth)?;
-    let out = dir.path().join("segment");
-    let seg = SegmentConfig {
-        checkpoint: dir.path().join("train/checkpoint.safetensors"),
+    let out = dir.path().join("predict");
+    let seg = PredictConfig {
+        run_dir: run_dir.path().to_path_buf(),
+        checkpoint: None,
         image: image.clone(),
         mask: Some(mask),
-        out: out.clone(),
-        device: "cpu".into(),
         compare: true,
         window_batch: 128,
-        stride1_region: None,
-        progress: false,
+        stride1_region: 0,
+        run: RunArgs {
+            out: Some(out.clone()),
+            ..cfg.run.clone()
+        },
     };
-    let report = segment(&seg)?;
+    let report = predict(&seg)?.scene;
     let (h, w) = (45, 70);
     assert_eq!(report.mask.dim(), (h, w));
     assert_eq!(report.fcn_map_size, (h.div_ceil(4), w.div_ceil(4)));
@@ -164,6 +173,7 @@ fn segment_command_uses_a_saved_checkpoint() -> Result<()> {
     let score = report.score.expect("a mask was given");
     assert_eq!(score, score_mask(&report.mask, &truth)?);
     for file in [
+        "config.json",
         "metrics.json",
         "predictions/scene_overlay.png",
         "predictions/scene_heatmap.png",
@@ -172,10 +182,11 @@ fn segment_command_uses_a_saved_checkpoint() -> Result<()> {
     }
 
     // Stride 1 compared on a centred 24x24 square only: (45-24)/2 = 10, (70-24)/2 = 23.
-    let report = segment(&SegmentConfig {
-        stride1_region: Some(24),
+    let report = predict(&PredictConfig {
+        stride1_region: 24,
         ..seg.clone()
-    })?;
+    })?
+    .scene;
     let comparison = report.comparison.as_ref().expect("compare was asked for");
     assert_eq!(comparison.stride1_region, (10, 23, 24, 24));
     assert!(comparison.shift_and_stitch_vs_sliding_stride1_max_abs_diff < 1e-5);
@@ -183,11 +194,22 @@ fn segment_command_uses_a_saved_checkpoint() -> Result<()> {
     // A checkpoint that is not one: the error names the file.
     let bogus = dir.path().join("bogus.safetensors");
     std::fs::write(&bogus, b"not a checkpoint")?;
-    let err = segment(&SegmentConfig {
-        checkpoint: bogus,
-        ..seg
+    let err = predict(&PredictConfig {
+        checkpoint: Some(bogus),
+        ..seg.clone()
     })
     .unwrap_err();
     assert!(format!("{err:#}").contains("bogus.safetensors"), "{err:#}");
+
+    // A run folder without a checkpoint: the error names the missing file.
+    let err = predict(&PredictConfig {
+        run_dir: dir.path().join("nowhere"),
+        ..seg
+    })
+    .unwrap_err();
+    assert!(
+        format!("{err:#}").contains("nowhere/checkpoint.safetensors"),
+        "{err:#}"
+    );
     Ok(())
 }
