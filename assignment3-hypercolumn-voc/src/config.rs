@@ -146,6 +146,50 @@ pub enum EvalSplit {
     Train,
 }
 
+/// What `evaluate` and `predict` read: a training run's folder, where to write, and
+/// (optionally) other weights than the ones the run recorded.
+#[derive(Debug, Clone, Default, PartialEq, Args, Serialize, Deserialize)]
+pub struct SavedRunArgs {
+    /// The training run folder to read [default: runs/assignment3-hypercolumn-voc/seed0]
+    #[arg(long = "run", value_name = "DIR")]
+    pub run_folder: Option<PathBuf>,
+    #[command(flatten)]
+    #[serde(flatten)]
+    pub run: RunArgs,
+    #[command(flatten)]
+    #[serde(flatten)]
+    pub backbone: BackboneArgs,
+}
+
+impl SavedRunArgs {
+    /// The training run `dir`, quiet: what tests and scripts pass.
+    pub fn quiet(dir: &Path) -> Self {
+        Self {
+            run_folder: Some(dir.to_path_buf()),
+            run: RunArgs {
+                quiet: true,
+                ..RunArgs::default()
+            },
+            ..Self::default()
+        }
+    }
+
+    /// `--run`, else the default run folder of the default seed.
+    pub fn training_run(&self) -> PathBuf {
+        self.run_folder
+            .clone()
+            .unwrap_or_else(|| RunDir::default_path(PROGRAM, Config::default().seed))
+    }
+
+    /// `--out`, else `<run>/<name>`.
+    pub fn out_dir(&self, name: &str) -> PathBuf {
+        self.run
+            .out
+            .clone()
+            .unwrap_or_else(|| self.training_run().join(name))
+    }
+}
+
 /// `evaluate`: a saved run's head scored on a split.
 #[derive(Debug, Clone, PartialEq, Args, Serialize, Deserialize)]
 #[command(
@@ -153,16 +197,9 @@ pub enum EvalSplit {
     mut_arg("data_dir", |a| a.help("The data set's folder [default: the run's, else the search a training run makes]")),
 )]
 pub struct EvaluateConfig {
-    /// The training run folder to read [default: runs/assignment3-hypercolumn-voc/seed0]
-    #[arg(long = "run", value_name = "DIR")]
-    pub run_folder: Option<PathBuf>,
     #[command(flatten)]
     #[serde(flatten)]
-    pub run: RunArgs,
-    // Weights other than the ones the run recorded.
-    #[command(flatten)]
-    #[serde(flatten)]
-    pub backbone: BackboneArgs,
+    pub saved: SavedRunArgs,
     /// The split to score
     #[arg(long, value_enum, default_value_t = EvalSplit::Val)]
     pub split: EvalSplit,
@@ -181,17 +218,9 @@ impl Default for EvaluateConfig {
 }
 
 impl EvaluateConfig {
-    /// The training run folder to read.
-    pub fn training_run(&self) -> PathBuf {
-        training_run(self.run_folder.as_deref())
-    }
-
     /// `--out`, else `<run>/evaluate`.
     pub fn out_dir(&self) -> PathBuf {
-        self.run
-            .out
-            .clone()
-            .unwrap_or_else(|| self.training_run().join("evaluate"))
+        self.saved.out_dir("evaluate")
     }
 }
 
@@ -205,16 +234,9 @@ pub struct PredictConfig {
     /// Image files (.jpg, .png) or folders of them
     #[arg(value_name = "IMAGE")]
     pub images: Vec<PathBuf>,
-    /// The training run folder to read [default: runs/assignment3-hypercolumn-voc/seed0]
-    #[arg(long = "run", value_name = "DIR")]
-    pub run_folder: Option<PathBuf>,
     #[command(flatten)]
     #[serde(flatten)]
-    pub run: RunArgs,
-    // Weights other than the ones the run recorded.
-    #[command(flatten)]
-    #[serde(flatten)]
-    pub backbone: BackboneArgs,
+    pub saved: SavedRunArgs,
 }
 
 impl Default for PredictConfig {
@@ -224,25 +246,10 @@ impl Default for PredictConfig {
 }
 
 impl PredictConfig {
-    /// The training run folder to read.
-    pub fn training_run(&self) -> PathBuf {
-        training_run(self.run_folder.as_deref())
-    }
-
     /// `--out`, else `<run>/predict`.
     pub fn out_dir(&self) -> PathBuf {
-        self.run
-            .out
-            .clone()
-            .unwrap_or_else(|| self.training_run().join("predict"))
+        self.saved.out_dir("predict")
     }
-}
-
-/// `--run`, else the default run folder of the default seed.
-fn training_run(run_folder: Option<&Path>) -> PathBuf {
-    run_folder
-        .map(Path::to_path_buf)
-        .unwrap_or_else(|| RunDir::default_path(PROGRAM, Config::default().seed))
 }
 
 /// Parses `HxW` (e.g. `180x240`) into `(height, width)`.

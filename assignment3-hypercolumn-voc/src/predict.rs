@@ -15,6 +15,7 @@ use ndarray::Array2;
 
 use crate::config::PredictConfig;
 use crate::evaluate::predict_labels;
+use crate::model::ConvHead;
 use crate::report::{PredictReport, Prediction};
 use crate::taps::Extractor;
 use crate::training::load_final_head;
@@ -23,13 +24,14 @@ use crate::weights::reload_backbone;
 /// Runs the subcommand; writes the pictures and `predictions.json` into `--out`
 /// (default `<run>/predict`).
 pub fn predict(cfg: &PredictConfig) -> anyhow::Result<PredictReport> {
-    let files = image_files(&cfg.images, cfg.run.data_dir.as_deref())?;
-    let run = RunDir::open(cfg.training_run())?;
-    let device = open_device(cfg.run.device)?;
+    let files = image_files(&cfg.images, cfg.saved.run.data_dir.as_deref())?;
+    let run = RunDir::open(cfg.saved.training_run())?;
+    let device = open_device(cfg.saved.run.device)?;
     let (head, record) = load_final_head(&run, &device)?;
     let out = RunDir::create(cfg.out_dir(), cfg)?;
     let seed = record.config.seed;
-    let (backbone, weights) = reload_backbone(&record.backbone, &cfg.backbone, seed, &device)?;
+    let (backbone, weights) =
+        reload_backbone(&record.backbone, &cfg.saved.backbone, seed, &device)?;
     let extractor = Extractor {
         backbone: &backbone,
         input_size: record.config.input_size,
@@ -40,31 +42,10 @@ pub fn predict(cfg: &PredictConfig) -> anyhow::Result<PredictReport> {
         progress: false,
     };
     let head = head.detached()?;
-    let mut images = Vec::new();
-    for file in files {
-        let image = load_image(&file)?;
-        let id = file.display().to_string();
-        let taps = extractor.image_taps(&image, &id)?;
-        let taps = taps
-            .iter()
-            .map(|t| t.to_dtype(candle::DType::F32))
-            .collect::<candle::Result<Vec<_>>>()?;
-        let (_, height, width) = image.dim();
-        let labels = predict_labels(&head, &taps, record.feature_size, (height, width))?;
-        let stem = file
-            .file_stem()
-            .map_or_else(|| "image".to_owned(), |s| s.to_string_lossy().into_owned());
-        let panel = out.predictions().join(format!("{stem}.png"));
-        let mask = out.predictions().join(format!("{stem}-mask.png"));
-        save_panel(&panel, &image, None, &labels)?;
-        save_mask_png(&mask, &labels, MaskStyle::Colour)?;
-        images.push(Prediction {
-            image: file,
-            panel,
-            mask,
-            class_fractions: class_fractions(&labels, &record.class_names),
-        });
-    }
+    let images = files
+        .into_iter()
+        .map(|file| predict_image(&extractor, &head, &record.class_names, &out, file))
+        .collect::<anyhow::Result<Vec<_>>>()?;
     let report = PredictReport {
         run: run.path().to_path_buf(),
         backbone: weights,
@@ -72,6 +53,38 @@ pub fn predict(cfg: &PredictConfig) -> anyhow::Result<PredictReport> {
     };
     out.write_json("predictions.json", &report)?;
     Ok(report)
+}
+
+/// One image through the VGG and the head; its panel and coloured mask written into `out`.
+fn predict_image(
+    extractor: &Extractor,
+    head: &ConvHead,
+    class_names: &[String],
+    out: &RunDir,
+    file: PathBuf,
+) -> anyhow::Result<Prediction> {
+    let image = load_image(&file)?;
+    let taps = extractor.image_taps(&image, &file.display().to_string())?;
+    // The f16 taps as f32, as the head saw them in training.
+    let taps = taps
+        .iter()
+        .map(|t| t.to_dtype(candle::DType::F32))
+        .collect::<candle::Result<Vec<_>>>()?;
+    let (_, height, width) = image.dim();
+    let labels = predict_labels(head, &taps, extractor.feature_size, (height, width))?;
+    let stem = file
+        .file_stem()
+        .map_or_else(|| "image".to_owned(), |s| s.to_string_lossy().into_owned());
+    let panel = out.predictions().join(format!("{stem}.png"));
+    let mask = out.predictions().join(format!("{stem}-mask.png"));
+    save_panel(&panel, &image, None, &labels)?;
+    save_mask_png(&mask, &labels, MaskStyle::Colour)?;
+    Ok(Prediction {
+        image: file,
+        panel,
+        mask,
+        class_fractions: class_fractions(&labels, class_names),
+    })
 }
 
 /// The image files named by `paths` and in the folder `data_dir`: files as given,

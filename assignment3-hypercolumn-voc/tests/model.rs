@@ -276,7 +276,7 @@ fn folded_taps_equal_the_hypercolumn_path() -> Result<()> {
     let z: usize = sizes.iter().map(|s| s.0).sum();
     let taps: Vec<Tensor> = sizes
         .iter()
-        .map(|&(c, h, w)| Tensor::randn(0f32, 3.0, (2, c, h, w), &device)?.relu())
+        .map(|&(c, h, w)| common::nn::relu(&Tensor::randn(0f32, 3.0, (2, c, h, w), &device)?))
         .collect::<candle::Result<_>>()?;
     let (_varmap, fc_head) = random_head(z, 12, 4, &device)?;
     let conv_head = fc_head.convolutionalize()?;

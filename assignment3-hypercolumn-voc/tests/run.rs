@@ -6,7 +6,9 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::Result;
-use assignment3_hypercolumn_voc::config::{parse_size, Config, EvaluateConfig, PredictConfig};
+use assignment3_hypercolumn_voc::config::{
+    parse_size, Config, EvaluateConfig, PredictConfig, SavedRunArgs,
+};
 use assignment3_hypercolumn_voc::data::write_generated_voc;
 use assignment3_hypercolumn_voc::evaluate::evaluate;
 use assignment3_hypercolumn_voc::model::{Arch, Backbone};
@@ -146,11 +148,7 @@ fn whole_pipeline_on_generated_data_with_random_vgg11() -> Result<()> {
 
     // `evaluate` on val reproduces the run's own figures from the saved head.
     let evaluated = evaluate(&EvaluateConfig {
-        run_folder: Some(out.clone()),
-        run: RunArgs {
-            quiet: true,
-            ..RunArgs::default()
-        },
+        saved: SavedRunArgs::quiet(&out),
         ..EvaluateConfig::default()
     })?;
     assert!((evaluated.scores.mean_iou - scores.mean_iou).abs() < 1e-9);
@@ -162,12 +160,7 @@ fn whole_pipeline_on_generated_data_with_random_vgg11() -> Result<()> {
     let image = first_image(&data.join("JPEGImages"))?;
     let predicted = predict(&PredictConfig {
         images: vec![image.clone()],
-        run_folder: Some(out.clone()),
-        run: RunArgs {
-            quiet: true,
-            ..RunArgs::default()
-        },
-        ..PredictConfig::default()
+        saved: SavedRunArgs::quiet(&out),
     })?;
     assert_eq!(predicted.images.len(), 1);
     let written = &predicted.images[0];
@@ -198,11 +191,7 @@ fn whole_pipeline_on_generated_data_with_random_vgg11() -> Result<()> {
     );
     // Without fine-tuning the head phase holds the final head.
     let evaluated = evaluate(&EvaluateConfig {
-        run_folder: Some(again_out),
-        run: RunArgs {
-            quiet: true,
-            ..RunArgs::default()
-        },
+        saved: SavedRunArgs::quiet(&again_out),
         ..EvaluateConfig::default()
     })?;
     assert!((evaluated.scores.mean_iou - second.scores.mean_iou).abs() < 1e-9);
@@ -344,14 +333,9 @@ fn bad_settings_are_clear_errors() -> Result<()> {
 #[test]
 fn evaluate_and_predict_refuse_other_folders_clearly() -> Result<()> {
     let dir = tempfile::tempdir()?;
-    let quiet = RunArgs {
-        quiet: true,
-        ..RunArgs::default()
-    };
     let evaluate_in = |folder: &Path| {
         evaluate(&EvaluateConfig {
-            run_folder: Some(folder.to_path_buf()),
-            run: quiet.clone(),
+            saved: SavedRunArgs::quiet(folder),
             ..EvaluateConfig::default()
         })
         .map(|_| ())
@@ -385,9 +369,7 @@ fn evaluate_and_predict_refuse_other_folders_clearly() -> Result<()> {
     assert!(err.contains("older format"), "{err}");
     let err = predict(&PredictConfig {
         images: vec![path],
-        run_folder: Some(old),
-        run: quiet.clone(),
-        ..PredictConfig::default()
+        saved: SavedRunArgs::quiet(&old),
     })
     .unwrap_err();
     assert!(format!("{err:#}").contains("older format"), "{err:#}");
@@ -395,9 +377,7 @@ fn evaluate_and_predict_refuse_other_folders_clearly() -> Result<()> {
     // predict names the image that is missing.
     let err = predict(&PredictConfig {
         images: vec![dir.path().join("nope.jpg")],
-        run_folder: Some(empty),
-        run: quiet,
-        ..PredictConfig::default()
+        saved: SavedRunArgs::quiet(&empty),
     })
     .unwrap_err();
     assert!(
