@@ -203,7 +203,7 @@ pub struct EvaluateConfig {
     /// The split to score
     #[arg(long, value_enum, default_value_t = EvalSplit::Val)]
     pub split: EvalSplit,
-    /// Use at most this many images of the split
+    /// Use at most this many images of the split [default: the run's --max-images]
     #[arg(long)]
     pub max_images: Option<usize>,
     /// Number of images drawn as image | truth | prediction panels

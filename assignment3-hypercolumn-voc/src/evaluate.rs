@@ -122,10 +122,10 @@ pub fn evaluate(cfg: &EvaluateConfig) -> anyhow::Result<EvaluateReport> {
     let device = open_device(cfg.saved.run.device)?;
     let (head, record) = load_final_head(&run, &device)?;
     let out = RunDir::create(cfg.out_dir(), cfg)?;
-    // The run's data settings, with this command's --data-dir and --max-images.
+    // The run's data settings, unless this command's --data-dir or --max-images differ.
     let mut trained = record.config.clone();
     trained.run.data_dir = cfg.saved.run.data_dir.clone().or(trained.run.data_dir);
-    trained.max_images = cfg.max_images;
+    trained.max_images = cfg.max_images.or(trained.max_images);
     trained.download = false;
     let data = crate::data::open(&trained)?;
     check_classes(&record, data.class_names())?;

@@ -195,6 +195,20 @@ fn whole_pipeline_on_generated_data_with_random_vgg11() -> Result<()> {
         ..EvaluateConfig::default()
     })?;
     assert!((evaluated.scores.mean_iou - second.scores.mean_iou).abs() < 1e-9);
+
+    // `evaluate` scores the images the run used (its --max-images) unless told otherwise.
+    let small_out = dir.path().join("small");
+    let small = run(&Config {
+        run: run_args(&small_out, again.run.data_dir.clone()),
+        max_images: Some(5),
+        ..again.clone()
+    })?;
+    let evaluated = evaluate(&EvaluateConfig {
+        saved: SavedRunArgs::quiet(&small_out),
+        ..EvaluateConfig::default()
+    })?;
+    assert_eq!((small.n_val_images, evaluated.n_images), (5, 5));
+    assert!((evaluated.scores.mean_iou - small.scores.mean_iou).abs() < 1e-9);
     Ok(())
 }
 
