@@ -1,5 +1,6 @@
-//! The flags every program shares (`--out`, `--data-dir`, `--device`, `--quiet`), and
-//! defaults read from the clap attributes so each default is written once.
+//! The flags every program shares (`--out`, `--data-dir`, `--device`, `--quiet`; `--run`
+//! for the commands that read a training run), and defaults read from the clap
+//! attributes so each default is written once.
 
 use std::io::IsTerminal;
 use std::path::PathBuf;
@@ -45,6 +46,64 @@ impl RunArgs {
         self.out
             .clone()
             .unwrap_or_else(|| RunDir::default_path(program, seed))
+    }
+}
+
+/// Which training run `evaluate` or `predict` reads, and where it writes.
+#[derive(Debug, Clone, PartialEq, Eq, Args, Serialize, Deserialize)]
+pub struct SavedRunArgs {
+    /// The training run folder to read [default: runs/<program>/seed<seed> of the default seed]
+    #[arg(long = "run", value_name = "DIR")]
+    pub run_folder: Option<PathBuf>,
+    /// Output folder [default: <run>/<command>, e.g. <run>/evaluate]
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+    /// Where tensors live: cuda needs a build with `--features cuda`; auto takes it when it answers
+    #[arg(long, value_enum, default_value_t = DeviceChoice::Auto)]
+    pub device: DeviceChoice,
+    /// No progress bars (they are also off when stderr is not a terminal)
+    #[arg(long)]
+    pub quiet: bool,
+}
+
+impl Default for SavedRunArgs {
+    fn default() -> Self {
+        defaults()
+    }
+}
+
+impl SavedRunArgs {
+    /// The arguments that read the run folder `dir`, quietly (what tests and scripts pass).
+    pub fn quiet(dir: impl Into<PathBuf>) -> Self {
+        Self {
+            run_folder: Some(dir.into()),
+            quiet: true,
+            ..Self::default()
+        }
+    }
+
+    /// `--run`, else the default run folder of `program` with its default seed.
+    pub fn run_folder(&self, program: &str, default_seed: u64) -> PathBuf {
+        self.run_folder
+            .clone()
+            .unwrap_or_else(|| RunDir::default_path(program, default_seed))
+    }
+
+    /// The training run folder, which must exist.
+    pub fn open_run(&self, program: &str, default_seed: u64) -> crate::Result<RunDir> {
+        RunDir::open(self.run_folder(program, default_seed))
+    }
+
+    /// `--out`, else `<run>/<command>`.
+    pub fn out_dir(&self, program: &str, default_seed: u64, command: &str) -> PathBuf {
+        self.out
+            .clone()
+            .unwrap_or_else(|| self.run_folder(program, default_seed).join(command))
+    }
+
+    /// Whether to draw progress bars.
+    pub fn progress(&self) -> bool {
+        !self.quiet && std::io::stderr().is_terminal()
     }
 }
 

@@ -1,7 +1,7 @@
 //! `RunDir`: the folder layout a run writes, its JSON files, and `cli::defaults`.
 
 use anyhow::Result;
-use common::cli::{defaults, RunArgs};
+use common::cli::{defaults, RunArgs, SavedRunArgs};
 use common::device::DeviceChoice;
 use common::run_dir::RunDir;
 use serde::{Deserialize, Serialize};
@@ -85,5 +85,29 @@ fn shared_flags_default_from_their_attributes() {
     assert_eq!(
         args.out_dir("prog", 7),
         std::path::Path::new("runs/prog/seed7")
+    );
+}
+
+#[test]
+fn saved_run_flags_name_the_run_and_its_outputs() {
+    let args = SavedRunArgs::default();
+    assert_eq!(
+        args.run_folder("prog", 42),
+        std::path::Path::new("runs/prog/seed42")
+    );
+    assert_eq!(
+        args.out_dir("prog", 42, "evaluate"),
+        std::path::Path::new("runs/prog/seed42/evaluate")
+    );
+    let given = SavedRunArgs::quiet("elsewhere/run1");
+    assert!(given.quiet && !given.progress());
+    assert_eq!(
+        given.out_dir("prog", 42, "predict"),
+        std::path::Path::new("elsewhere/run1/predict")
+    );
+    let err = given.open_run("prog", 42).unwrap_err().to_string();
+    assert!(
+        err.contains("elsewhere/run1") && err.contains("does not exist"),
+        "{err}"
     );
 }

@@ -74,7 +74,8 @@ impl std::fmt::Debug for Loader {
 }
 
 /// SplitMix64 finaliser: spreads nearby inputs (epoch 3, epoch 4) to unrelated seeds.
-fn mix(x: u64) -> u64 {
+/// Every seed derived from a run's seed in the course goes through it.
+pub fn mix(x: u64) -> u64 {
     let mut z = x.wrapping_add(0x9E37_79B9_7F4A_7C15);
     z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
     z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
@@ -84,6 +85,14 @@ fn mix(x: u64) -> u64 {
 /// The seed of the shuffle of `epoch`.
 fn order_seed(seed: u64, epoch: usize) -> u64 {
     mix(mix(seed) ^ epoch as u64)
+}
+
+/// `0..n` shuffled for `epoch` of a run seeded with `seed`: the order a shuffling
+/// [`Loader`] uses, for anything else that is served in epochs (feature rows).
+pub fn shuffled_order(n: usize, seed: u64, epoch: usize) -> Vec<usize> {
+    let mut order: Vec<usize> = (0..n).collect();
+    order.shuffle(&mut StdRng::seed_from_u64(order_seed(seed, epoch)));
+    order
 }
 
 /// The seed of the transform of sample `index` in `epoch`.
@@ -142,11 +151,11 @@ impl Loader {
 
     /// The data set indices in the order of `epoch` (the identity without shuffle).
     pub fn order(&self, epoch: usize) -> Vec<usize> {
-        let mut order: Vec<usize> = (0..self.len()).collect();
         if self.cfg.shuffle {
-            order.shuffle(&mut StdRng::seed_from_u64(order_seed(self.cfg.seed, epoch)));
+            shuffled_order(self.len(), self.cfg.seed, epoch)
+        } else {
+            (0..self.len()).collect()
         }
-        order
     }
 
     /// The batches of `epoch` on `device`, in order; an error names the sample.
