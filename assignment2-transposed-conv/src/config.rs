@@ -1,12 +1,13 @@
 //! The program's settings: one [`Config`] for training (clap reads it, `config.json`
 //! holds it, every default is written once in its `#[arg]` attributes), and the
-//! configs of the `evaluate` and `predict` subcommands, with the same flag names.
+//! configs of the `evaluate` and `predict` subcommands, which read a training run through
+//! `common::cli::SavedRunArgs` (`--run`, `--out`, `--device`, `--quiet`) with the same flag names.
 
 use std::fmt;
 use std::path::PathBuf;
 use std::str::FromStr;
 
-use common::cli::{defaults, RunArgs};
+use common::cli::{defaults, RunArgs, SavedRunArgs};
 use common::run_dir::RunDir;
 use serde::{Deserialize, Serialize};
 
@@ -15,6 +16,19 @@ use crate::training::TrainSettings;
 
 /// The program's name: its run folders are `runs/<PROGRAM>/seed<seed>`.
 pub const PROGRAM: &str = "assignment2-transposed-conv";
+
+/// `--seed`'s default; `evaluate` and `predict` read the run of this seed unless `--run`
+/// says otherwise.
+pub const DEFAULT_SEED: u64 = 42;
+
+/// `--run`'s help, with the default folder spelled out.
+fn run_help() -> String {
+    let default = RunDir::default_path(PROGRAM, DEFAULT_SEED);
+    format!(
+        "The training run folder to read [default: {}]",
+        default.display()
+    )
+}
 
 /// Which nets a command works on: every variant, or the ones named.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -86,7 +100,7 @@ pub struct Config {
     #[serde(flatten)]
     pub run: RunArgs,
     /// Seed of the weights, the shuffle and the augmentation
-    #[arg(long, default_value_t = 42)]
+    #[arg(long, default_value_t = DEFAULT_SEED)]
     pub seed: u64,
     /// Which nets to train: all, or names from transposed, skip, bilinear separated by commas
     #[arg(long, default_value = "all")]
@@ -125,24 +139,23 @@ impl Config {
     }
 }
 
-/// The training run folder of the default seed, `runs/<PROGRAM>/seed42`.
-pub fn default_run() -> PathBuf {
-    RunDir::default_path(PROGRAM, Config::default().seed)
-}
-
 /// Re-score the nets a training run saved on flower.jpg (or the generated scene).
 #[derive(Debug, Clone, PartialEq, clap::Args, Serialize, Deserialize)]
-#[command(mut_arg("out", |arg| arg.help("Output folder [default: <run>/evaluate]")))]
+#[command(
+    mut_arg("run_folder", |arg| arg.help(run_help())),
+    mut_arg("out", |arg| arg.help("Output folder [default: <run>/evaluate]")),
+)]
 pub struct EvaluateConfig {
-    /// The training run folder to read
-    #[arg(long, default_value_os_t = default_run())]
-    pub run: PathBuf,
+    #[command(flatten)]
+    #[serde(flatten)]
+    pub saved: SavedRunArgs,
     /// Which saved nets: all (every one the run holds), or names separated by commas
     #[arg(long, default_value = "all")]
     pub model: Models,
-    #[command(flatten)]
-    #[serde(flatten)]
-    pub args: RunArgs,
+    /// The data set's folder [default: $SEGKIT_DATA_DIR/<set>, data/<set> in the workspace,
+    /// then $SEGKIT_SHARED_DATA or ../shared/data, then a download, then generated data]
+    #[arg(long)]
+    pub data_dir: Option<PathBuf>,
 }
 
 impl Default for EvaluateConfig {
@@ -154,28 +167,30 @@ impl Default for EvaluateConfig {
 impl EvaluateConfig {
     /// `--out`, else `<run>/evaluate`.
     pub fn out_dir(&self) -> PathBuf {
-        self.args
-            .out
-            .clone()
-            .unwrap_or_else(|| self.run.join("evaluate"))
+        self.saved.out_dir(PROGRAM, DEFAULT_SEED, "evaluate")
     }
 }
 
 /// Segment any images with the nets a training run saved.
 #[derive(Debug, Clone, PartialEq, clap::Args, Serialize, Deserialize)]
-#[command(mut_arg("out", |arg| arg.help("Output folder [default: <run>/predict]")))]
+#[command(
+    mut_arg("run_folder", |arg| arg.help(run_help())),
+    mut_arg("out", |arg| arg.help("Output folder [default: <run>/predict]")),
+)]
 pub struct PredictConfig {
     /// Images to segment (PNG or JPEG, any size) [default: the data set's flower.jpg]
     pub images: Vec<PathBuf>,
-    /// The training run folder to read
-    #[arg(long, default_value_os_t = default_run())]
-    pub run: PathBuf,
+    #[command(flatten)]
+    #[serde(flatten)]
+    pub saved: SavedRunArgs,
     /// Which saved nets: all (every one the run holds), or names separated by commas
     #[arg(long, default_value = "all")]
     pub model: Models,
-    #[command(flatten)]
-    #[serde(flatten)]
-    pub args: RunArgs,
+    /// The data set's folder, for the default image [default: $SEGKIT_DATA_DIR/<set>,
+    /// data/<set> in the workspace, then $SEGKIT_SHARED_DATA or ../shared/data, then a
+    /// download, then generated data]
+    #[arg(long)]
+    pub data_dir: Option<PathBuf>,
 }
 
 impl Default for PredictConfig {
@@ -187,9 +202,6 @@ impl Default for PredictConfig {
 impl PredictConfig {
     /// `--out`, else `<run>/predict`.
     pub fn out_dir(&self) -> PathBuf {
-        self.args
-            .out
-            .clone()
-            .unwrap_or_else(|| self.run.join("predict"))
+        self.saved.out_dir(PROGRAM, DEFAULT_SEED, "predict")
     }
 }

@@ -17,7 +17,7 @@ use common::Result;
 use image::{Rgb, RgbImage};
 use ndarray::Array2;
 
-use crate::config::EvaluateConfig;
+use crate::config::{EvaluateConfig, DEFAULT_SEED, PROGRAM};
 use crate::data::{find_flower_data, FlowerData, SCORE_NAME};
 use crate::model::{parameter_count, SegNet};
 use crate::predict::{load_nets, save_pictures, segment, segment_with_probability, Segmentation};
@@ -152,11 +152,11 @@ pub fn setting(located: Located, device: &Device, data: &FlowerData) -> Setting 
 /// Re-scores the nets a training run saved on the scoring image: writes
 /// `config.json`, `metrics.json` and `<variant>/predictions/` under `cfg.out_dir()`.
 pub fn evaluate(cfg: &EvaluateConfig) -> Result<EvaluateReport> {
-    let run = RunDir::open(&cfg.run)?;
-    let device = open_device(cfg.args.device)?;
+    let run = cfg.saved.open_run(PROGRAM, DEFAULT_SEED)?;
+    let device = open_device(cfg.saved.device)?;
     let nets = load_nets(&run, &cfg.model, &device)?;
     // The generated scene (no data set found) is the one the run was scored on.
-    let (data, located) = find_flower_data(cfg.args.data_dir.as_deref(), nets[0].1.seed)?;
+    let (data, located) = find_flower_data(cfg.data_dir.as_deref(), nets[0].1.seed)?;
     eprintln!("{}", located.banner);
     let out = RunDir::create(cfg.out_dir(), cfg)?;
     let mut variants = BTreeMap::new();

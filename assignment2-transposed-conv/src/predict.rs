@@ -16,7 +16,7 @@ use common::viz::{heat_map, overlay, save_mask_png, save_panel, save_rgb, MaskSt
 use common::Result;
 use ndarray::{Array2, Array3};
 
-use crate::config::{Models, PredictConfig};
+use crate::config::{Models, PredictConfig, DEFAULT_SEED, PROGRAM};
 use crate::data::{class_names, find_flower_data, SCORE_NAME};
 use crate::model::{variant_names, SegNet, Variant};
 
@@ -142,8 +142,8 @@ pub fn load_net(run: &RunDir, variant: Variant, device: &Device) -> Result<Saved
 /// Segments `cfg.images` (default: the data set's photo) with the saved nets and
 /// writes `<out>/<variant>/predictions/<image>_*.png`; gives the folders written.
 pub fn predict(cfg: &PredictConfig) -> Result<Vec<PathBuf>> {
-    let run = RunDir::open(&cfg.run)?;
-    let device = open_device(cfg.args.device)?;
+    let run = cfg.saved.open_run(PROGRAM, DEFAULT_SEED)?;
+    let device = open_device(cfg.saved.device)?;
     let nets = load_nets(&run, &cfg.model, &device)?;
     let images = images_to_segment(cfg, nets[0].1.seed)?;
     let out = RunDir::create(cfg.out_dir(), cfg)?;
@@ -163,7 +163,7 @@ pub fn predict(cfg: &PredictConfig) -> Result<Vec<PathBuf>> {
 /// of `seed` when no data set is found) when none is given.
 fn images_to_segment(cfg: &PredictConfig, seed: u64) -> Result<Vec<(String, Array3<f32>)>> {
     if cfg.images.is_empty() {
-        let (data, located) = find_flower_data(cfg.args.data_dir.as_deref(), seed)?;
+        let (data, located) = find_flower_data(cfg.data_dir.as_deref(), seed)?;
         eprintln!("{}", located.banner);
         return Ok(vec![(SCORE_NAME.to_owned(), data.image)]);
     }

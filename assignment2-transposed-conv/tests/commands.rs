@@ -14,7 +14,7 @@ use assignment2_transposed_conv::model::Variant;
 use assignment2_transposed_conv::predict::predict;
 use assignment2_transposed_conv::report::Report;
 use assignment2_transposed_conv::run::run;
-use common::cli::RunArgs;
+use common::cli::{RunArgs, SavedRunArgs};
 use common::device::DeviceChoice;
 
 /// Flags for a quiet CPU run reading `data_dir` and writing `out`.
@@ -24,6 +24,15 @@ fn args(data_dir: &Path, out: Option<&Path>) -> RunArgs {
         data_dir: Some(data_dir.to_path_buf()),
         device: DeviceChoice::Cpu,
         quiet: true,
+    }
+}
+
+/// Flags for a quiet CPU `evaluate` or `predict` reading the run folder `run` and writing `out`.
+fn reading(run: &Path, out: Option<&Path>) -> SavedRunArgs {
+    SavedRunArgs {
+        out: out.map(Path::to_path_buf),
+        device: DeviceChoice::Cpu,
+        ..SavedRunArgs::quiet(run)
     }
 }
 
@@ -94,9 +103,9 @@ fn a_whole_run_writes_its_outputs_and_evaluate_and_predict_read_them() -> Result
 
     // evaluate: the saved nets give the run's figures again.
     let evaluated = evaluate(&EvaluateConfig {
-        run: out.clone(),
+        saved: reading(&out, None),
         model: Models::All,
-        args: args(data_dir.path(), None),
+        data_dir: Some(data_dir.path().to_path_buf()),
     })?;
     assert_eq!(evaluated.variants.len(), 2);
     for (name, trained) in &report.variants {
@@ -112,9 +121,9 @@ fn a_whole_run_writes_its_outputs_and_evaluate_and_predict_read_them() -> Result
     common::data::image_io::save_image(&odd, &ndarray::Array3::from_elem((3, 21, 34), 0.5))?;
     let folders = predict(&PredictConfig {
         images: vec![odd],
-        run: out.clone(),
+        saved: reading(&out, None),
         model: Models::List(vec![Variant::Bilinear]),
-        args: args(data_dir.path(), None),
+        data_dir: Some(data_dir.path().to_path_buf()),
     })?;
     assert_eq!(folders, vec![out.join("predict/bilinear/predictions")]);
     let panel = image::open(folders[0].join("odd_panel.png"))?;
@@ -133,9 +142,9 @@ fn old_broken_and_missing_run_folders_give_one_clear_error() -> Result<()> {
     let (_, report) = train(data_dir.path(), &out, 1)?;
     let evaluate_run = |model: Models| {
         evaluate(&EvaluateConfig {
-            run: out.clone(),
+            saved: reading(&out, Some(&temp.path().join("evaluated"))),
             model,
-            args: args(data_dir.path(), Some(&temp.path().join("evaluated"))),
+            data_dir: Some(data_dir.path().to_path_buf()),
         })
     };
 
@@ -184,7 +193,7 @@ fn old_broken_and_missing_run_folders_give_one_clear_error() -> Result<()> {
     let err = format!(
         "{:#}",
         evaluate(&EvaluateConfig {
-            run: empty,
+            saved: SavedRunArgs::quiet(empty),
             ..EvaluateConfig::default()
         })
         .unwrap_err()
@@ -196,7 +205,7 @@ fn old_broken_and_missing_run_folders_give_one_clear_error() -> Result<()> {
     let err = format!(
         "{:#}",
         predict(&PredictConfig {
-            run: temp.path().join("nowhere"),
+            saved: SavedRunArgs::quiet(temp.path().join("nowhere")),
             ..PredictConfig::default()
         })
         .unwrap_err()

@@ -5,8 +5,11 @@
 use std::path::PathBuf;
 
 use anyhow::Result;
-use assignment2_transposed_conv::config::{Config, EvaluateConfig, Models, PredictConfig, PROGRAM};
+use assignment2_transposed_conv::config::{
+    Config, EvaluateConfig, Models, PredictConfig, DEFAULT_SEED, PROGRAM,
+};
 use assignment2_transposed_conv::model::Variant;
+use common::cli::SavedRunArgs;
 use common::device::DeviceChoice;
 
 #[test]
@@ -25,13 +28,14 @@ fn defaults_are_the_lectures_settings() {
         PathBuf::from("runs/assignment2-transposed-conv/seed42")
     );
     assert_eq!(PROGRAM, "assignment2-transposed-conv");
+    assert_eq!(DEFAULT_SEED, cfg.seed);
 }
 
 #[test]
 fn subcommands_read_the_default_run_and_write_inside_it() {
     let evaluate = EvaluateConfig::default();
     assert_eq!(
-        evaluate.run,
+        evaluate.saved.run_folder(PROGRAM, DEFAULT_SEED),
         PathBuf::from("runs/assignment2-transposed-conv/seed42")
     );
     assert_eq!(
@@ -39,7 +43,10 @@ fn subcommands_read_the_default_run_and_write_inside_it() {
         PathBuf::from("runs/assignment2-transposed-conv/seed42/evaluate")
     );
     let predict = PredictConfig {
-        run: "elsewhere".into(),
+        saved: SavedRunArgs {
+            run_folder: Some("elsewhere".into()),
+            ..SavedRunArgs::default()
+        },
         ..PredictConfig::default()
     };
     assert_eq!(predict.out_dir(), PathBuf::from("elsewhere/predict"));
@@ -77,5 +84,94 @@ fn config_json_reads_back_as_the_config() -> Result<()> {
     // The config.json of runs before this format is not a Config.
     let old = serde_json::json!({"run": {"epochs": 20}, "data": "generated"});
     assert!(serde_json::from_value::<Config>(old).is_err());
+    Ok(())
+}
+
+/// `evaluate FLAGS` as clap reads them.
+#[derive(clap::Parser)]
+struct Evaluate {
+    #[command(flatten)]
+    cfg: EvaluateConfig,
+}
+
+/// `predict FLAGS` as clap reads them.
+#[derive(clap::Parser)]
+struct Predict {
+    #[command(flatten)]
+    cfg: PredictConfig,
+}
+
+#[test]
+fn subcommand_flags_keep_their_names() -> Result<()> {
+    use clap::Parser;
+    let evaluate = Evaluate::try_parse_from([
+        "evaluate",
+        "--run",
+        "r",
+        "--out",
+        "o",
+        "--model",
+        "skip",
+        "--data-dir",
+        "d",
+        "--device",
+        "cpu",
+        "--quiet",
+    ])?
+    .cfg;
+    assert_eq!(
+        evaluate.saved,
+        SavedRunArgs {
+            run_folder: Some("r".into()),
+            out: Some("o".into()),
+            device: DeviceChoice::Cpu,
+            quiet: true,
+        }
+    );
+    assert_eq!(evaluate.out_dir(), PathBuf::from("o"));
+    assert_eq!(
+        (evaluate.model, evaluate.data_dir),
+        (Models::List(vec![Variant::Skip]), Some(PathBuf::from("d")))
+    );
+    let predict = Predict::try_parse_from(["predict", "a.png", "b.jpg", "--run", "r"])?.cfg;
+    assert_eq!(predict.images, vec![PathBuf::from("a.png"), "b.jpg".into()]);
+    assert_eq!(predict.out_dir(), PathBuf::from("r/predict"));
+    Ok(())
+}
+
+#[test]
+fn subcommand_help_explains_every_flag() -> Result<()> {
+    for (command, out_default) in [("evaluate", "<run>/evaluate"), ("predict", "<run>/predict")] {
+        let output = std::process::Command::new(env!("CARGO_BIN_EXE_assignment2-transposed-conv"))
+            .args([command, "--help"])
+            .output()?;
+        assert!(output.status.success(), "{command} --help");
+        let help = String::from_utf8(output.stdout)?;
+        for flag in [
+            "--run <DIR>",
+            "--model",
+            "--out",
+            "--data-dir",
+            "--device",
+            "--quiet",
+        ] {
+            // Each flag's line is followed by its explanation.
+            let after = help
+                .split_once(flag)
+                .map(|(_, rest)| rest.lines().nth(1).unwrap_or("").trim().to_owned());
+            assert!(
+                after.is_some_and(|text| !text.is_empty()),
+                "{command}: {flag} unexplained in\n{help}"
+            );
+        }
+        assert!(
+            help.contains("[default: runs/assignment2-transposed-conv/seed42]"),
+            "{command}: {help}"
+        );
+        assert!(
+            help.contains(&format!("[default: {out_default}]")),
+            "{command}: {help}"
+        );
+    }
     Ok(())
 }
