@@ -5,7 +5,7 @@
 
 use std::path::PathBuf;
 
-use common::cli::RunArgs;
+use common::cli::{RunArgs, SavedRunArgs};
 use common::run_dir::RunDir;
 use serde::{Deserialize, Serialize};
 
@@ -88,19 +88,30 @@ impl SavedConfig {
     }
 }
 
+/// `--run`'s help: `what`, with the default folder spelled out.
+fn run_help(what: &str) -> String {
+    let default = RunDir::default_path(PROGRAM, DEFAULT_SEED);
+    format!("{what} [default: {}]", default.display())
+}
+
 /// Score a saved run's classifier again, from its checkpoint, without retraining:
 /// on the validation patches of its split and on `flower.jpg`; writes into
 /// `<run>/evaluate` unless `--out` says otherwise.
 #[derive(Debug, Clone, PartialEq, clap::Args, Serialize, Deserialize)]
-#[command(mut_arg("out", |a| a.help("Output folder [default: <run>/evaluate]")))]
+#[command(
+    mut_arg("run_folder", |a| a.help(run_help("The training run folder to read"))),
+    mut_arg("out", |a| a.help("Output folder [default: <run>/evaluate]")),
+)]
 pub struct EvaluateConfig {
-    /// The training run folder to read
-    #[arg(long = "run", value_name = "DIR", default_value_os_t = default_run())]
-    pub run_dir: PathBuf,
-    // --out (default <run>/evaluate), --data-dir, --device, --quiet.
+    // --run, --out (default <run>/evaluate), --device, --quiet.
     #[command(flatten)]
     #[serde(flatten)]
-    pub run: RunArgs,
+    pub saved: SavedRunArgs,
+    /// The data set's folder [default: the generated set if the training run used it,
+    /// else $SEGKIT_DATA_DIR/<set>, data/<set> in the workspace, then
+    /// $SEGKIT_SHARED_DATA or ../shared/data, then generated data]
+    #[arg(long)]
+    pub data_dir: Option<PathBuf>,
 }
 
 impl Default for EvaluateConfig {
@@ -109,15 +120,32 @@ impl Default for EvaluateConfig {
     }
 }
 
+impl EvaluateConfig {
+    /// The training run folder: `--run`, else that of the default seed.
+    pub fn run_folder(&self) -> PathBuf {
+        self.saved.run_folder(PROGRAM, DEFAULT_SEED)
+    }
+
+    /// `--out`, else `<run>/evaluate`.
+    pub fn out_dir(&self) -> PathBuf {
+        self.saved.out_dir(PROGRAM, DEFAULT_SEED, "evaluate")
+    }
+}
+
 /// Segment one image with a saved run's classifier; writes into `<run>/predict`
 /// unless `--out` says otherwise.
 #[derive(Debug, Clone, PartialEq, clap::Args, Serialize, Deserialize)]
-#[command(mut_arg("out", |a| a.help("Output folder [default: <run>/predict]")))]
-#[command(mut_arg("data_dir", |a| a.hide(true)))]
+#[command(
+    mut_arg("run_folder", |a| {
+        a.help(run_help("The training run folder whose checkpoint to read"))
+    }),
+    mut_arg("out", |a| a.help("Output folder [default: <run>/predict]")),
+)]
 pub struct PredictConfig {
-    /// The training run folder whose checkpoint to read
-    #[arg(long = "run", value_name = "DIR", default_value_os_t = default_run())]
-    pub run_dir: PathBuf,
+    // --run, --out (default <run>/predict), --device, --quiet; no data set is read.
+    #[command(flatten)]
+    #[serde(flatten)]
+    pub saved: SavedRunArgs,
     /// A checkpoint.safetensors to read instead of the one in --run
     #[arg(long, value_name = "FILE")]
     pub checkpoint: Option<PathBuf>,
@@ -136,24 +164,25 @@ pub struct PredictConfig {
     /// Side of the centred square where the stride-1 sliding window runs; 0 = whole image
     #[arg(long, default_value_t = 0)]
     pub stride1_region: usize,
-    // --out (default <run>/predict), --device, --quiet; --data-dir is hidden (no data set is read).
-    #[command(flatten)]
-    #[serde(flatten)]
-    pub run: RunArgs,
 }
 
 impl PredictConfig {
+    /// The training run folder: `--run`, else that of the default seed.
+    pub fn run_folder(&self) -> PathBuf {
+        self.saved.run_folder(PROGRAM, DEFAULT_SEED)
+    }
+
     /// The checkpoint to read: `--checkpoint`, else the run folder's.
     pub fn checkpoint_path(&self) -> PathBuf {
         self.checkpoint
             .clone()
-            .unwrap_or_else(|| self.run_dir.join(common::run_dir::CHECKPOINT_FILE))
+            .unwrap_or_else(|| self.run_folder().join(common::run_dir::CHECKPOINT_FILE))
     }
-}
 
-/// The default training run folder: that of the default seed.
-pub fn default_run() -> PathBuf {
-    RunDir::default_path(PROGRAM, DEFAULT_SEED)
+    /// `--out`, else `<run>/predict`.
+    pub fn out_dir(&self) -> PathBuf {
+        self.saved.out_dir(PROGRAM, DEFAULT_SEED, "predict")
+    }
 }
 
 /// `--stride1-region` as the comparison reads it: `None` for 0, the whole image.

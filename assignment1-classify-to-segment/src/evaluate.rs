@@ -12,7 +12,7 @@ use common::device::open_device;
 use common::run_dir::{RunDir, CONFIG_FILE, METRICS_FILE};
 use serde::{Deserialize, Serialize};
 
-use crate::config::{stride1_side, Config, EvaluateConfig, SavedConfig};
+use crate::config::{stride1_side, Config, EvaluateConfig, SavedConfig, DEFAULT_SEED, PROGRAM};
 use crate::data::{load_data, locate_data, patch_batch, Scene};
 use crate::model::{load_classifier, Classifier, Fcn};
 use crate::predict::write_pictures;
@@ -35,24 +35,19 @@ pub struct PatchScore {
 /// back and on its scene, as the training run did; writes `config.json`,
 /// `metrics.json` and `predictions/` into `--out` (default `<run>/evaluate`).
 pub fn evaluate(cfg: &EvaluateConfig) -> anyhow::Result<EvaluateReport> {
-    let device = open_device(cfg.run.device)?;
-    let trained = RunDir::open(&cfg.run_dir)?;
+    let device = open_device(cfg.saved.device)?;
+    let trained = cfg.saved.open_run(PROGRAM, DEFAULT_SEED)?;
     let saved: SavedConfig = trained.read_json(CONFIG_FILE)?;
     let classifier = load_classifier(&trained.checkpoint(), &device)?;
-    let located = locate_like(&trained, cfg.run.data_dir.as_deref())?;
+    let located = locate_like(&trained, cfg.data_dir.as_deref())?;
     eprintln!("{}", located.banner);
     let data = load_data(&located, &saved.config)?;
-    let out_path = cfg
-        .run
-        .out
-        .clone()
-        .unwrap_or_else(|| trained.file("evaluate"));
-    let out = RunDir::create(out_path, cfg)?;
-    let options = segment_options(&saved.config, cfg.run.progress());
+    let out = RunDir::create(cfg.out_dir(), cfg)?;
+    let options = segment_options(&saved.config, cfg.saved.progress());
     let evaluation = measure(&classifier, &data.val, &data.scene, &options, &device)?;
     write_pictures(&out.predictions(), &data.scene, &evaluation.scene)?;
     let report = EvaluateReport {
-        run: cfg.run_dir.clone(),
+        run: trained.path().to_path_buf(),
         data: located,
         evaluation,
         out: out.path().to_path_buf(),

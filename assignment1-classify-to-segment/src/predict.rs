@@ -16,25 +16,20 @@ use crate::model::load_classifier;
 use crate::report::PredictReport;
 use crate::scene::{segment_scene, threshold, SceneReport, SegmentOptions};
 
-/// Segments `cfg.image` with the classifier of `cfg.run_dir` (or `--checkpoint`);
+/// Segments `cfg.image` with the classifier of the run folder (or `--checkpoint`);
 /// writes `config.json`, `metrics.json` and `predictions/*.png` into `--out`
 /// (default `<run>/predict`).
 pub fn predict(cfg: &PredictConfig) -> anyhow::Result<PredictReport> {
-    let device = open_device(cfg.run.device)?;
+    let device = open_device(cfg.saved.device)?;
     let checkpoint = cfg.checkpoint_path();
     let classifier = load_classifier(&checkpoint, &device)?;
     let scene = load_target(&cfg.image, cfg.mask.as_deref())?;
-    let out_path = cfg
-        .run
-        .out
-        .clone()
-        .unwrap_or_else(|| cfg.run_dir.join("predict"));
-    let out = RunDir::create(out_path, cfg)?;
+    let out = RunDir::create(cfg.out_dir(), cfg)?;
     let options = SegmentOptions {
         compare: cfg.compare,
         window_batch: cfg.window_batch,
         stride1_region: stride1_side(cfg.stride1_region),
-        progress: cfg.run.progress(),
+        progress: cfg.saved.progress(),
     };
     let segmentation = segment_scene(&classifier, &scene, &device, &options)?;
     write_pictures(&out.predictions(), &scene, &segmentation)?;

@@ -15,7 +15,7 @@ use assignment1_classify_to_segment::predict::predict;
 use assignment1_classify_to_segment::run::run;
 use candle::Device;
 use common::checkpoint::{save_checkpoint, CheckpointMeta};
-use common::cli::RunArgs;
+use common::cli::{RunArgs, SavedRunArgs};
 use common::data::image_io::{save_image, save_palette_mask};
 use common::data::locate::Origin;
 use common::device::DeviceChoice;
@@ -46,6 +46,14 @@ fn cpu(out: Option<PathBuf>, data_dir: Option<PathBuf>) -> RunArgs {
         data_dir,
         device: DeviceChoice::Cpu,
         quiet: true,
+    }
+}
+
+/// Reads the run folder `run` on the CPU, quietly, writing into `<run>/<command>`.
+fn saved_cpu(run: impl Into<PathBuf>) -> SavedRunArgs {
+    SavedRunArgs {
+        device: DeviceChoice::Cpu,
+        ..SavedRunArgs::quiet(run)
     }
 }
 
@@ -80,8 +88,8 @@ fn evaluate_and_predict_reproduce_the_training_runs_figures() -> Result<()> {
     assert_eq!(saved, SavedConfig::new(&cfg));
 
     let again = evaluate(&EvaluateConfig {
-        run_dir: run_path.clone(),
-        run: cpu(None, Some(data.clone())),
+        saved: saved_cpu(&run_path),
+        data_dir: Some(data.clone()),
     })?;
     let (a, b) = (&trained.evaluation, &again.evaluation);
     assert_eq!(a.val_patches, b.val_patches);
@@ -102,14 +110,13 @@ fn evaluate_and_predict_reproduce_the_training_runs_figures() -> Result<()> {
     }
 
     let predicted = predict(&PredictConfig {
-        run_dir: run_path.clone(),
+        saved: saved_cpu(&run_path),
         checkpoint: None,
         image: data.join("flower.jpg"),
         mask: Some(data.join("flower_mask.png")),
         compare: false,
         window_batch: 256,
         stride1_region: 0,
-        run: cpu(None, None),
     })?;
     assert_eq!(predicted.scene.score, a.scene.score);
     assert!(run_path.join("predict/metrics.json").is_file());
@@ -144,21 +151,20 @@ fn old_run_folders_predict_or_say_they_are_old() -> Result<()> {
     let image = dir.path().join("photo.png");
     save_image(&image, &scene.image)?;
     let predicted = predict(&PredictConfig {
-        run_dir: old.path().to_path_buf(),
+        saved: saved_cpu(old.path()),
         checkpoint: None,
         image,
         mask: None,
         compare: false,
         window_batch: 256,
         stride1_region: 0,
-        run: cpu(None, None),
     })?;
     assert_eq!(predicted.scene.image_size, (160, 224));
 
     // evaluate needs the split of the run's config: one clear error.
     let err = evaluate(&EvaluateConfig {
-        run_dir: old.path().to_path_buf(),
-        run: cpu(None, None),
+        saved: saved_cpu(old.path()),
+        data_dir: None,
     })
     .unwrap_err();
     let message = format!("{err:#}");
@@ -172,8 +178,8 @@ fn old_run_folders_predict_or_say_they_are_old() -> Result<()> {
 #[test]
 fn bad_folders_are_errors_that_name_them() -> Result<()> {
     let err = evaluate(&EvaluateConfig {
-        run_dir: PathBuf::from("/nonexistent/run"),
-        run: cpu(None, None),
+        saved: saved_cpu("/nonexistent/run"),
+        data_dir: None,
     })
     .unwrap_err();
     assert!(

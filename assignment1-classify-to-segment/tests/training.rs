@@ -12,7 +12,7 @@ use assignment1_classify_to_segment::predict::predict;
 use assignment1_classify_to_segment::scene::score_mask;
 use assignment1_classify_to_segment::training::{smoothed_cross_entropy, train_classifier};
 use candle::{Device, Tensor};
-use common::cli::RunArgs;
+use common::cli::{RunArgs, SavedRunArgs};
 use common::data::image_io::{save_image, save_palette_mask};
 use common::data::{shared_data_set, Sample};
 use common::device::DeviceChoice;
@@ -149,17 +149,18 @@ fn predict_command_uses_a_saved_checkpoint() -> Result<()> {
     save_palette_mask(&mask, &truth)?;
     let out = dir.path().join("predict");
     let seg = PredictConfig {
-        run_dir: run_dir.path().to_path_buf(),
+        saved: SavedRunArgs {
+            run_folder: Some(run_dir.path().to_path_buf()),
+            out: Some(out.clone()),
+            device: cfg.run.device,
+            quiet: cfg.run.quiet,
+        },
         checkpoint: None,
         image: image.clone(),
         mask: Some(mask),
         compare: true,
         window_batch: 128,
         stride1_region: 0,
-        run: RunArgs {
-            out: Some(out.clone()),
-            ..cfg.run.clone()
-        },
     };
     let report = predict(&seg)?.scene;
     let (h, w) = (45, 70);
@@ -203,7 +204,10 @@ fn predict_command_uses_a_saved_checkpoint() -> Result<()> {
 
     // A run folder without a checkpoint: the error names the missing file.
     let err = predict(&PredictConfig {
-        run_dir: dir.path().join("nowhere"),
+        saved: SavedRunArgs {
+            run_folder: Some(dir.path().join("nowhere")),
+            ..seg.saved.clone()
+        },
         ..seg
     })
     .unwrap_err();
