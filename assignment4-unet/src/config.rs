@@ -1,13 +1,13 @@
 //! The flags of the three subcommands: one [`Config`] for `train` (every default
 //! written once, in its clap attribute; `Default` reads them back), and
-//! [`EvaluateConfig`] and [`PredictConfig`], which read a trained run.
+//! [`EvaluateConfig`] and [`PredictConfig`], which read a trained run
+//! (`common::cli::SavedRunArgs`, plus `--checkpoint FILE` instead of the run's).
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Result};
 use clap::Args;
-use common::cli::RunArgs;
-use common::device::DeviceChoice;
+use common::cli::{RunArgs, SavedRunArgs};
 use common::run_dir::RunDir;
 use serde::{Deserialize, Serialize};
 
@@ -24,7 +24,7 @@ pub struct Config {
     #[serde(flatten)]
     pub run: RunArgs,
     /// Seed of the weights, the split, the crop order and the augmentation
-    #[arg(long, default_value_t = 0)]
+    #[arg(long, default_value_t = DEFAULT_SEED)]
     pub seed: u64,
     /// Epochs, each of --steps-per-epoch batches
     #[arg(long, default_value_t = 8)]
@@ -124,51 +124,64 @@ impl Config {
     }
 }
 
-/// The default run folder of the default seed: what `evaluate` and `predict` read.
-pub fn default_run() -> PathBuf {
-    RunDir::default_path(PROGRAM, Config::default().seed)
+/// `--seed`'s default; `evaluate` and `predict` read the run folder of this seed
+/// unless `--run` or `--checkpoint` says otherwise.
+pub const DEFAULT_SEED: u64 = 0;
+
+/// `--checkpoint`'s help.
+const CHECKPOINT_HELP: &str = "A checkpoint file to read instead of <run>/checkpoint.safetensors";
+
+/// `--run`'s help, with the default folder spelled out.
+fn run_help() -> String {
+    format!(
+        "The training run's folder, whose checkpoint.safetensors is read [default: {}]",
+        RunDir::default_path(PROGRAM, DEFAULT_SEED).display()
+    )
 }
 
-/// Which trained net `evaluate` and `predict` read.
-#[derive(Debug, Clone, PartialEq, Eq, Args, Serialize, Deserialize)]
-pub struct TrainedRun {
-    /// The training run's folder, whose checkpoint.safetensors is read
-    #[arg(long, default_value_os_t = default_run())]
-    pub run: PathBuf,
-    /// A checkpoint file to read instead of <run>/checkpoint.safetensors
-    #[arg(long)]
-    pub checkpoint: Option<PathBuf>,
-}
-
-impl TrainedRun {
-    /// `--checkpoint`, else the checkpoint of the run folder `--run` (which must exist).
-    pub fn checkpoint(&self) -> Result<PathBuf> {
-        match &self.checkpoint {
-            Some(file) => Ok(file.clone()),
-            None => Ok(RunDir::open(&self.run)?.checkpoint()),
-        }
+/// `--checkpoint`, else the checkpoint of the run folder `--run` (which must exist).
+fn checkpoint_file(saved: &SavedRunArgs, checkpoint: Option<&Path>) -> Result<PathBuf> {
+    match checkpoint {
+        Some(file) => Ok(file.to_path_buf()),
+        None => Ok(saved.open_run(PROGRAM, DEFAULT_SEED)?.checkpoint()),
     }
+}
 
-    /// `<run>/<name>`, or `<name>` beside `--checkpoint`: a command's default output.
-    pub fn default_out(&self, name: &str) -> PathBuf {
-        let folder = match &self.checkpoint {
-            Some(file) => file.parent().map(PathBuf::from).unwrap_or_default(),
-            None => self.run.clone(),
-        };
-        folder.join(name)
+/// `--out`, else `<run>/<command>`, or `<command>` beside `--checkpoint`.
+fn out_dir(saved: &SavedRunArgs, checkpoint: Option<&Path>, command: &str) -> PathBuf {
+    match (&saved.out, checkpoint) {
+        (None, Some(file)) => file.parent().unwrap_or(Path::new("")).join(command),
+        _ => saved.out_dir(PROGRAM, DEFAULT_SEED, command),
+    }
+}
+
+/// `saved` with the run folder it reads spelled out (what `config.json` records).
+fn resolved(saved: &SavedRunArgs) -> SavedRunArgs {
+    SavedRunArgs {
+        run_folder: Some(saved.run_folder(PROGRAM, DEFAULT_SEED)),
+        ..saved.clone()
     }
 }
 
 /// Evaluate a trained net on the held-back images of a data set (the training run's split)
 #[derive(Debug, Clone, PartialEq, Eq, Args, Serialize, Deserialize)]
+#[command(
+    mut_arg("run_folder", |arg| arg.help(run_help())),
+    mut_arg("out", |arg| arg.help(
+        "Output folder for config.json, metrics.json and predictions/ \
+         [default: <run>/evaluate, or evaluate/ beside --checkpoint]"
+    )),
+    mut_arg("quiet", |arg| arg.help(
+        "No progress bars (evaluate draws none; the flag is there as in every command)"
+    )),
+)]
 pub struct EvaluateConfig {
     #[command(flatten)]
     #[serde(flatten)]
-    pub trained: TrainedRun,
-    /// Output folder for config.json, metrics.json and predictions/
-    /// [default: <run>/evaluate, or evaluate/ beside --checkpoint]
-    #[arg(long)]
-    pub out: Option<PathBuf>,
+    pub saved: SavedRunArgs,
+    /// A checkpoint file read instead of `<run>/checkpoint.safetensors`.
+    #[arg(long, value_name = "FILE", help = CHECKPOINT_HELP)]
+    pub checkpoint: Option<PathBuf>,
     /// The data set's folder [default: looked up as for train]
     #[arg(long)]
     pub data_dir: Option<PathBuf>,
@@ -178,12 +191,6 @@ pub struct EvaluateConfig {
     /// Seed of the split [default: the training run's]
     #[arg(long)]
     pub seed: Option<u64>,
-    /// Where tensors live: cuda needs a build with `--features cuda`; auto takes it when it answers
-    #[arg(long, value_enum, default_value_t = DeviceChoice::Auto)]
-    pub device: DeviceChoice,
-    /// No progress bars (evaluate draws none; the flag is there as in every command)
-    #[arg(long)]
-    pub quiet: bool,
 }
 
 impl Default for EvaluateConfig {
@@ -193,46 +200,62 @@ impl Default for EvaluateConfig {
 }
 
 impl EvaluateConfig {
-    /// `--out`, else `<run>/evaluate`.
+    /// `--checkpoint`, else the checkpoint of the run folder `--run` (which must exist).
+    pub fn checkpoint_file(&self) -> Result<PathBuf> {
+        checkpoint_file(&self.saved, self.checkpoint.as_deref())
+    }
+
+    /// `--out`, else `<run>/evaluate`, or `evaluate/` beside `--checkpoint`.
     pub fn out_dir(&self) -> PathBuf {
-        self.out
-            .clone()
-            .unwrap_or_else(|| self.trained.default_out("evaluate"))
+        out_dir(&self.saved, self.checkpoint.as_deref(), "evaluate")
+    }
+
+    /// These flags with the run folder spelled out, as `config.json` records them.
+    pub fn resolved(&self) -> Self {
+        Self {
+            saved: resolved(&self.saved),
+            ..self.clone()
+        }
     }
 }
 
 /// Predict masks for images of any size (files or folders of .png/.jpg)
 #[derive(Debug, Clone, PartialEq, Eq, Args, Serialize, Deserialize)]
+#[command(
+    mut_arg("run_folder", |arg| arg.help(run_help())),
+    mut_arg("out", |arg| arg.help(
+        "Output folder for <name>_mask.png and <name>_overlay.png \
+         [default: <run>/predict, or predict/ beside --checkpoint]"
+    )),
+)]
 pub struct PredictConfig {
     /// Images or folders of images (any size)
     #[arg(required = true)]
     pub inputs: Vec<PathBuf>,
     #[command(flatten)]
     #[serde(flatten)]
-    pub trained: TrainedRun,
-    /// Output folder for <name>_mask.png and <name>_overlay.png
-    /// [default: <run>/predict, or predict/ beside --checkpoint]
-    #[arg(long)]
-    pub out: Option<PathBuf>,
-    /// Where tensors live: cuda needs a build with `--features cuda`; auto takes it when it answers
-    #[arg(long, value_enum, default_value_t = DeviceChoice::Auto)]
-    pub device: DeviceChoice,
-    /// No progress bar (it is also off when stderr is not a terminal)
-    #[arg(long)]
-    pub quiet: bool,
+    pub saved: SavedRunArgs,
+    /// A checkpoint file read instead of `<run>/checkpoint.safetensors`.
+    #[arg(long, value_name = "FILE", help = CHECKPOINT_HELP)]
+    pub checkpoint: Option<PathBuf>,
 }
 
 impl PredictConfig {
-    /// `--out`, else `<run>/predict`.
-    pub fn out_dir(&self) -> PathBuf {
-        self.out
-            .clone()
-            .unwrap_or_else(|| self.trained.default_out("predict"))
+    /// `--checkpoint`, else the checkpoint of the run folder `--run` (which must exist).
+    pub fn checkpoint_file(&self) -> Result<PathBuf> {
+        checkpoint_file(&self.saved, self.checkpoint.as_deref())
     }
 
-    /// Whether to draw the progress bar.
-    pub fn progress(&self) -> bool {
-        use std::io::IsTerminal;
-        !self.quiet && std::io::stderr().is_terminal()
+    /// `--out`, else `<run>/predict`, or `predict/` beside `--checkpoint`.
+    pub fn out_dir(&self) -> PathBuf {
+        out_dir(&self.saved, self.checkpoint.as_deref(), "predict")
+    }
+
+    /// These flags with the run folder spelled out, as `config.json` records them.
+    pub fn resolved(&self) -> Self {
+        Self {
+            saved: resolved(&self.saved),
+            ..self.clone()
+        }
     }
 }

@@ -132,8 +132,8 @@ pub fn save_predictions(model: &UNet, ds: &dyn Dataset, dir: &Path, device: &Dev
 /// (the training run's split unless `--n-val`/`--seed` say otherwise); writes
 /// `config.json`, `metrics.json` and `predictions/` into `cfg.out_dir()`.
 pub fn evaluate(cfg: &EvaluateConfig) -> Result<EvaluateReport> {
-    let device = open_device(cfg.device)?;
-    let checkpoint = cfg.trained.checkpoint()?;
+    let device = open_device(cfg.saved.device)?;
+    let checkpoint = cfg.checkpoint_file()?;
     let loaded = load_model(&checkpoint, &device)?;
     let data = locate_data(cfg.data_dir.as_deref())?;
     eprintln!("{}", data.banner);
@@ -148,7 +148,7 @@ pub fn evaluate(cfg: &EvaluateConfig) -> Result<EvaluateReport> {
             splits.val.class_names.len()
         );
     }
-    let out = RunDir::create(cfg.out_dir(), cfg)?;
+    let out = RunDir::create(cfg.out_dir(), &cfg.resolved())?;
     let metrics = evaluate_model(&loaded.model, &splits.val, &device)?;
     save_predictions(&loaded.model, &splits.val, &out.predictions(), &device)?;
     let report = EvaluateReport {

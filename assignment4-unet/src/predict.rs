@@ -156,10 +156,10 @@ pub fn collect_inputs(inputs: &[PathBuf]) -> Result<Vec<PathBuf>> {
 /// palette) and `<stem>_overlay.png` into `cfg.out_dir()`. Returns the mask paths.
 pub fn predict(cfg: &PredictConfig) -> Result<Vec<PathBuf>> {
     let files = collect_inputs(&cfg.inputs)?;
-    let device = open_device(cfg.device)?;
-    let loaded = load_model(&cfg.trained.checkpoint()?, &device)?;
-    let out = RunDir::create(cfg.out_dir(), cfg)?;
-    let bar = if cfg.progress() {
+    let device = open_device(cfg.saved.device)?;
+    let loaded = load_model(&cfg.checkpoint_file()?, &device)?;
+    let out = RunDir::create(cfg.out_dir(), &cfg.resolved())?;
+    let bar = if cfg.saved.progress() {
         ProgressBar::new(files.len() as u64)
     } else {
         ProgressBar::hidden()

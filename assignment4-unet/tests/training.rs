@@ -6,12 +6,12 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::Result;
-use assignment4_unet::config::{Config, EvaluateConfig, PredictConfig, TrainedRun};
+use assignment4_unet::config::{Config, EvaluateConfig, PredictConfig};
 use assignment4_unet::evaluate::evaluate;
 use assignment4_unet::predict::{load_model, predict};
 use assignment4_unet::run::run;
 use common::checkpoint::{load_checkpoint, save_checkpoint};
-use common::cli::RunArgs;
+use common::cli::{RunArgs, SavedRunArgs};
 use common::device::DeviceChoice;
 use common::run_dir::RunDir;
 use common::train::History;
@@ -71,21 +71,21 @@ fn small_options(data_dir: PathBuf, out_dir: PathBuf) -> Config {
 }
 
 /// The trained run in `run`, read by `evaluate`/`predict` on the CPU.
-fn trained(run: &Path) -> TrainedRun {
-    TrainedRun {
-        run: run.to_path_buf(),
-        checkpoint: None,
+fn trained(run: &Path) -> SavedRunArgs {
+    SavedRunArgs {
+        device: DeviceChoice::Cpu,
+        ..SavedRunArgs::quiet(run)
     }
 }
 
-/// `evaluate` of the run in `run` (or of `checkpoint`) on `data`, into `out`.
-fn evaluate_config(trained: TrainedRun, data: &Path, out: PathBuf) -> EvaluateConfig {
+/// `evaluate` of the run `saved` reads on `data`, into `out`.
+fn evaluate_config(saved: SavedRunArgs, data: &Path, out: PathBuf) -> EvaluateConfig {
     EvaluateConfig {
-        trained,
-        out: Some(out),
+        saved: SavedRunArgs {
+            out: Some(out),
+            ..saved
+        },
         data_dir: Some(data.to_path_buf()),
-        device: DeviceChoice::Cpu,
-        quiet: true,
         ..EvaluateConfig::default()
     }
 }
@@ -166,6 +166,12 @@ fn short_run_on_generated_membranes_learns_and_writes_its_files() -> Result<()> 
     assert_eq!(e.scores.dice_per_class, m.scores.dice_per_class);
     assert_eq!(evaluated.held_back, report.held_back);
     assert!(eval_out.join("metrics.json").is_file());
+    // Its config.json reads back as the flags that made it.
+    let flags: EvaluateConfig = RunDir::open(&eval_out)?.read_json("config.json")?;
+    assert_eq!(
+        flags,
+        evaluate_config(trained(&out), &data, eval_out.clone())
+    );
     assert_eq!(
         std::fs::read_dir(eval_out.join("predictions"))?.count(),
         2 * 3
@@ -178,16 +184,16 @@ fn short_run_on_generated_membranes_learns_and_writes_its_files() -> Result<()> 
         .save(&odd)?;
     let written = predict(&PredictConfig {
         inputs: vec![odd],
-        trained: trained(&out),
-        out: None,
-        device: DeviceChoice::Cpu,
-        quiet: true,
+        saved: trained(&out),
+        checkpoint: None,
     })?;
     let mask = common::data::image_io::load_palette_mask(&written[0])?;
     assert_eq!(mask.dim(), (37, 23));
     // Without --out, predictions go into <run>/predict.
     assert_eq!(written[0], out.join("predict/odd_mask.png"));
     assert!(out.join("predict/odd_overlay.png").is_file());
+    let flags: PredictConfig = RunDir::open(out.join("predict"))?.read_json("config.json")?;
+    assert_eq!(flags.saved, trained(&out));
     Ok(())
 }
 
@@ -220,11 +226,11 @@ fn checkpoints_of_the_older_format_load_or_say_so() -> Result<()> {
     });
     let old = tmp.path().join("old/checkpoint.safetensors");
     save_checkpoint(&old, &loaded.varmap, &checkpoint.optimizer, &meta)?;
-    let old_run = TrainedRun {
-        run: PathBuf::from("unused"),
+    let old_run = EvaluateConfig {
         checkpoint: Some(old.clone()),
+        ..evaluate_config(trained(Path::new("unused")), &data, tmp.path().join("eval"))
     };
-    let evaluated = evaluate(&evaluate_config(old_run, &data, tmp.path().join("eval")))?;
+    let evaluated = evaluate(&old_run)?;
     assert_eq!(evaluated.held_back, report.held_back);
     assert_eq!(
         evaluated.evaluation.scores.dice_per_class,
@@ -387,4 +393,101 @@ fn defaults_are_the_documented_ones() {
         EvaluateConfig::default().out_dir(),
         PathBuf::from("runs/assignment4-unet/seed0/evaluate")
     );
+}
+
+/// `evaluate` and `predict` as the command line gives them.
+#[derive(clap::Parser, Debug)]
+enum Cli {
+    Evaluate(EvaluateConfig),
+    Predict(PredictConfig),
+}
+
+fn parse(args: &[&str]) -> Cli {
+    <Cli as clap::Parser>::parse_from(
+        std::iter::once("assignment4-unet").chain(args.iter().copied()),
+    )
+}
+
+#[test]
+fn evaluate_and_predict_read_a_run_folder_or_a_checkpoint_file() -> Result<()> {
+    // Without flags: the default seed's run folder, its checkpoint, outputs inside it.
+    let Cli::Evaluate(cfg) = parse(&["evaluate"]) else {
+        panic!("not evaluate")
+    };
+    assert_eq!(cfg, EvaluateConfig::default());
+    assert_eq!(
+        cfg.resolved().saved.run_folder,
+        Some(PathBuf::from("runs/assignment4-unet/seed0"))
+    );
+    // --run DIR: DIR's checkpoint, outputs into DIR/evaluate.
+    let tmp = tempfile::tempdir()?;
+    let run_dir = tmp.path().join("run");
+    std::fs::create_dir_all(&run_dir)?;
+    let run_arg = run_dir.to_str().expect("a UTF-8 temporary path");
+    let Cli::Evaluate(cfg) = parse(&["evaluate", "--run", run_arg, "--device", "cpu", "--quiet"])
+    else {
+        panic!("not evaluate")
+    };
+    assert_eq!(cfg.saved, trained(&run_dir));
+    assert_eq!(
+        cfg.checkpoint_file()?,
+        run_dir.join("checkpoint.safetensors")
+    );
+    assert_eq!(cfg.out_dir(), run_dir.join("evaluate"));
+    // --checkpoint FILE instead: FILE, outputs beside it (whatever --run says), unless --out.
+    let Cli::Evaluate(cfg) = parse(&["evaluate", "--checkpoint", "old/ckpt.safetensors"]) else {
+        panic!("not evaluate")
+    };
+    assert_eq!(
+        cfg.checkpoint_file()?,
+        PathBuf::from("old/ckpt.safetensors")
+    );
+    assert_eq!(cfg.out_dir(), PathBuf::from("old/evaluate"));
+    let Cli::Predict(cfg) = parse(&[
+        "predict",
+        "a.png",
+        "--run",
+        run_arg,
+        "--checkpoint",
+        "old/ckpt.safetensors",
+    ]) else {
+        panic!("not predict")
+    };
+    assert_eq!(cfg.inputs, vec![PathBuf::from("a.png")]);
+    assert_eq!(
+        cfg.checkpoint_file()?,
+        PathBuf::from("old/ckpt.safetensors")
+    );
+    assert_eq!(cfg.out_dir(), PathBuf::from("old/predict"));
+    let Cli::Predict(cfg) = parse(&["predict", "a.png", "--checkpoint", "ckpt.safetensors"]) else {
+        panic!("not predict")
+    };
+    assert_eq!(cfg.out_dir(), PathBuf::from("predict"));
+    let Cli::Predict(cfg) = parse(&["predict", "a.png", "--checkpoint", "c.st", "--out", "o"])
+    else {
+        panic!("not predict")
+    };
+    assert_eq!(cfg.out_dir(), PathBuf::from("o"));
+    let Cli::Predict(cfg) = parse(&["predict", "a.png", "--run", run_arg]) else {
+        panic!("not predict")
+    };
+    assert_eq!(cfg.out_dir(), run_dir.join("predict"));
+    // --help explains every flag, with the default run folder spelled out.
+    for command in ["evaluate", "predict"] {
+        let err = <Cli as clap::Parser>::try_parse_from(["assignment4-unet", command, "--help"])
+            .unwrap_err();
+        let help = err.to_string();
+        for flag in [
+            "--run <DIR>",
+            "--checkpoint <FILE>",
+            "--out",
+            "--device",
+            "--quiet",
+        ] {
+            assert!(help.contains(flag), "{command} --help lacks {flag}: {help}");
+        }
+        assert!(help.contains("runs/assignment4-unet/seed0"), "{help}");
+        assert!(help.contains("beside --checkpoint"), "{help}");
+    }
+    Ok(())
 }
