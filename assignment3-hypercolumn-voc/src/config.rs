@@ -2,11 +2,11 @@
 //! its clap attributes), and the settings of the `evaluate` and `predict` subcommands,
 //! which read a training run's folder.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use anyhow::bail;
 use clap::{Args, ValueEnum};
-use common::cli::RunArgs;
+use common::cli::{RunArgs, SavedRunArgs};
 use common::run_dir::RunDir;
 use serde::{Deserialize, Serialize};
 
@@ -146,60 +146,28 @@ pub enum EvalSplit {
     Train,
 }
 
-/// What `evaluate` and `predict` read: a training run's folder, where to write, and
-/// (optionally) other weights than the ones the run recorded.
-#[derive(Debug, Clone, Default, PartialEq, Args, Serialize, Deserialize)]
-pub struct SavedRunArgs {
-    /// The training run folder to read [default: runs/assignment3-hypercolumn-voc/seed0]
-    #[arg(long = "run", value_name = "DIR")]
-    pub run_folder: Option<PathBuf>,
-    #[command(flatten)]
-    #[serde(flatten)]
-    pub run: RunArgs,
-    #[command(flatten)]
-    #[serde(flatten)]
-    pub backbone: BackboneArgs,
-}
-
-impl SavedRunArgs {
-    /// The training run `dir`, quiet: what tests and scripts pass.
-    pub fn quiet(dir: &Path) -> Self {
-        Self {
-            run_folder: Some(dir.to_path_buf()),
-            run: RunArgs {
-                quiet: true,
-                ..RunArgs::default()
-            },
-            ..Self::default()
-        }
-    }
-
-    /// `--run`, else the default run folder of the default seed.
-    pub fn training_run(&self) -> PathBuf {
-        self.run_folder
-            .clone()
-            .unwrap_or_else(|| RunDir::default_path(PROGRAM, Config::default().seed))
-    }
-
-    /// `--out`, else `<run>/<name>`.
-    pub fn out_dir(&self, name: &str) -> PathBuf {
-        self.run
-            .out
-            .clone()
-            .unwrap_or_else(|| self.training_run().join(name))
-    }
+/// The seed of a training run given no `--seed`: the run `evaluate` and `predict` read
+/// unless `--run` names another.
+fn default_seed() -> u64 {
+    Config::default().seed
 }
 
 /// `evaluate`: a saved run's head scored on a split.
 #[derive(Debug, Clone, PartialEq, Args, Serialize, Deserialize)]
 #[command(
+    mut_arg("run_folder", |a| a.help("The training run folder to read [default: runs/assignment3-hypercolumn-voc/seed0]")),
     mut_arg("out", |a| a.help("Output folder [default: <run>/evaluate]")),
-    mut_arg("data_dir", |a| a.help("The data set's folder [default: the run's, else the search a training run makes]")),
 )]
 pub struct EvaluateConfig {
     #[command(flatten)]
     #[serde(flatten)]
     pub saved: SavedRunArgs,
+    /// The data set's folder [default: the run's, else the search a training run makes]
+    #[arg(long)]
+    pub data_dir: Option<PathBuf>,
+    #[command(flatten)]
+    #[serde(flatten)]
+    pub backbone: BackboneArgs,
     /// The split to score
     #[arg(long, value_enum, default_value_t = EvalSplit::Val)]
     pub split: EvalSplit,
@@ -218,17 +186,22 @@ impl Default for EvaluateConfig {
 }
 
 impl EvaluateConfig {
+    /// The training run folder (`--run`, else the default seed's), which must exist.
+    pub fn open_run(&self) -> common::Result<RunDir> {
+        self.saved.open_run(PROGRAM, default_seed())
+    }
+
     /// `--out`, else `<run>/evaluate`.
     pub fn out_dir(&self) -> PathBuf {
-        self.saved.out_dir("evaluate")
+        self.saved.out_dir(PROGRAM, default_seed(), "evaluate")
     }
 }
 
 /// `predict`: a saved run's head on any image files.
 #[derive(Debug, Clone, PartialEq, Args, Serialize, Deserialize)]
 #[command(
+    mut_arg("run_folder", |a| a.help("The training run folder to read [default: runs/assignment3-hypercolumn-voc/seed0]")),
     mut_arg("out", |a| a.help("Output folder [default: <run>/predict]")),
-    mut_arg("data_dir", |a| a.help("A folder of images to segment, besides the IMAGEs")),
 )]
 pub struct PredictConfig {
     /// Image files (.jpg, .png) or folders of them
@@ -237,6 +210,12 @@ pub struct PredictConfig {
     #[command(flatten)]
     #[serde(flatten)]
     pub saved: SavedRunArgs,
+    /// A folder of images to segment, besides the IMAGEs
+    #[arg(long)]
+    pub data_dir: Option<PathBuf>,
+    #[command(flatten)]
+    #[serde(flatten)]
+    pub backbone: BackboneArgs,
 }
 
 impl Default for PredictConfig {
@@ -246,9 +225,14 @@ impl Default for PredictConfig {
 }
 
 impl PredictConfig {
+    /// The training run folder (`--run`, else the default seed's), which must exist.
+    pub fn open_run(&self) -> common::Result<RunDir> {
+        self.saved.open_run(PROGRAM, default_seed())
+    }
+
     /// `--out`, else `<run>/predict`.
     pub fn out_dir(&self) -> PathBuf {
-        self.saved.out_dir("predict")
+        self.saved.out_dir(PROGRAM, default_seed(), "predict")
     }
 }
 

@@ -118,19 +118,19 @@ pub fn save_panels(
 /// `metrics.json`, `confusion.png` and panels into `--out` (default `<run>/evaluate`).
 pub fn evaluate(cfg: &EvaluateConfig) -> anyhow::Result<EvaluateReport> {
     let started = Instant::now();
-    let run = RunDir::open(cfg.saved.training_run())?;
-    let device = open_device(cfg.saved.run.device)?;
+    let run = cfg.open_run()?;
+    let device = open_device(cfg.saved.device)?;
     let (head, record) = load_final_head(&run, &device)?;
     let out = RunDir::create(cfg.out_dir(), cfg)?;
     // The run's data settings, unless this command's --data-dir or --max-images differ.
     let mut trained = record.config.clone();
-    trained.run.data_dir = cfg.saved.run.data_dir.clone().or(trained.run.data_dir);
+    trained.run.data_dir = cfg.data_dir.clone().or(trained.run.data_dir);
     trained.max_images = cfg.max_images.or(trained.max_images);
     trained.download = false;
     let data = crate::data::open(&trained)?;
     check_classes(&record, data.class_names())?;
     let (backbone, weights) =
-        reload_backbone(&record.backbone, &cfg.saved.backbone, trained.seed, &device)?;
+        reload_backbone(&record.backbone, &cfg.backbone, trained.seed, &device)?;
     let extractor = Extractor {
         backbone: &backbone,
         input_size: trained.input_size,
@@ -138,7 +138,7 @@ pub fn evaluate(cfg: &EvaluateConfig) -> anyhow::Result<EvaluateReport> {
         device: &device,
         tap_dir: record.tap_dir(&data.root, &weights)?,
         cache_dir: trained.cache_dir.clone(),
-        progress: cfg.saved.run.progress(),
+        progress: cfg.saved.progress(),
     };
     let split = match cfg.split {
         EvalSplit::Val => Split::Val,

@@ -24,14 +24,13 @@ use crate::weights::reload_backbone;
 /// Runs the subcommand; writes the pictures and `predictions.json` into `--out`
 /// (default `<run>/predict`).
 pub fn predict(cfg: &PredictConfig) -> anyhow::Result<PredictReport> {
-    let files = image_files(&cfg.images, cfg.saved.run.data_dir.as_deref())?;
-    let run = RunDir::open(cfg.saved.training_run())?;
-    let device = open_device(cfg.saved.run.device)?;
+    let files = image_files(&cfg.images, cfg.data_dir.as_deref())?;
+    let run = cfg.open_run()?;
+    let device = open_device(cfg.saved.device)?;
     let (head, record) = load_final_head(&run, &device)?;
     let out = RunDir::create(cfg.out_dir(), cfg)?;
     let seed = record.config.seed;
-    let (backbone, weights) =
-        reload_backbone(&record.backbone, &cfg.saved.backbone, seed, &device)?;
+    let (backbone, weights) = reload_backbone(&record.backbone, &cfg.backbone, seed, &device)?;
     let extractor = Extractor {
         backbone: &backbone,
         input_size: record.config.input_size,

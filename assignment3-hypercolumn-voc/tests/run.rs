@@ -6,9 +6,7 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::Result;
-use assignment3_hypercolumn_voc::config::{
-    parse_size, Config, EvaluateConfig, PredictConfig, SavedRunArgs,
-};
+use assignment3_hypercolumn_voc::config::{parse_size, Config, EvaluateConfig, PredictConfig};
 use assignment3_hypercolumn_voc::data::write_generated_voc;
 use assignment3_hypercolumn_voc::evaluate::evaluate;
 use assignment3_hypercolumn_voc::model::{Arch, Backbone};
@@ -16,7 +14,7 @@ use assignment3_hypercolumn_voc::predict::predict;
 use assignment3_hypercolumn_voc::report::Report;
 use assignment3_hypercolumn_voc::run::run;
 use candle::Device;
-use common::cli::RunArgs;
+use common::cli::{RunArgs, SavedRunArgs};
 use common::data::image_io::load_image;
 use common::run_dir::RunDir;
 use common::train::History;
@@ -161,6 +159,7 @@ fn whole_pipeline_on_generated_data_with_random_vgg11() -> Result<()> {
     let predicted = predict(&PredictConfig {
         images: vec![image.clone()],
         saved: SavedRunArgs::quiet(&out),
+        ..PredictConfig::default()
     })?;
     assert_eq!(predicted.images.len(), 1);
     let written = &predicted.images[0];
@@ -384,6 +383,7 @@ fn evaluate_and_predict_refuse_other_folders_clearly() -> Result<()> {
     let err = predict(&PredictConfig {
         images: vec![path],
         saved: SavedRunArgs::quiet(&old),
+        ..PredictConfig::default()
     })
     .unwrap_err();
     assert!(format!("{err:#}").contains("older format"), "{err:#}");
@@ -392,6 +392,7 @@ fn evaluate_and_predict_refuse_other_folders_clearly() -> Result<()> {
     let err = predict(&PredictConfig {
         images: vec![dir.path().join("nope.jpg")],
         saved: SavedRunArgs::quiet(&empty),
+        ..PredictConfig::default()
     })
     .unwrap_err();
     assert!(
