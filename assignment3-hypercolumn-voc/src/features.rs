@@ -9,6 +9,7 @@ use std::path::Path;
 
 use anyhow::{bail, Context};
 use candle::Tensor;
+use common::data::loader::mix;
 use common::data::IGNORE_LABEL;
 use ndarray::{Array2, ArrayView2};
 use rand::rngs::StdRng;
@@ -226,6 +227,7 @@ pub fn sample_image(
     image_index: usize,
 ) -> anyhow::Result<(Array2<f32>, Vec<u8>)> {
     let (fh, fw) = labels.dim();
+    // A per-image seed from the run seed and the image index (the loader's SplitMix64).
     let seed = mix(sampling.seed ^ mix(image_index as u64));
     let picked = pick_pixels(labels, sampling.per_class, &mut StdRng::seed_from_u64(seed));
     let pixels: Vec<(usize, usize)> = picked.iter().map(|&(y, x, _)| (y, x)).collect();
@@ -234,14 +236,6 @@ pub fn sample_image(
         features,
         picked.iter().map(|&(_, _, label)| label).collect(),
     ))
-}
-
-/// SplitMix64: a per-image seed from the run seed and the image index.
-fn mix(x: u64) -> u64 {
-    let mut z = x.wrapping_add(0x9E37_79B9_7F4A_7C15);
-    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-    z ^ (z >> 31)
 }
 
 /// The two source indices and weights with which output `i` of a resize from

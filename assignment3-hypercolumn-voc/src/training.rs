@@ -14,13 +14,11 @@ use anyhow::{bail, Context};
 use candle::{Device, Tensor};
 use candle_nn::VarMap;
 use common::checkpoint::load_checkpoint;
+use common::data::loader::shuffled_order;
 use common::optim::{param_group, Adam, AdamConfig};
 use common::run_dir::{RunDir, CHECKPOINT_FILE};
 use common::schedule::{LrSchedule, ScheduleKind};
 use common::train::{fit, EpochBatches, History, TrainConfig, Validation};
-use rand::rngs::StdRng;
-use rand::seq::SliceRandom;
-use rand::SeedableRng;
 use serde::{Deserialize, Serialize};
 
 use crate::config::Config;
@@ -29,9 +27,9 @@ use crate::model::{head_from_tensors, ConvHead, Head};
 use crate::taps::{stack_taps, tap_dir, TapImage, TapSettings};
 use crate::weights::WeightsInfo;
 
-/// Seeded shuffled batches of the indices `0..n`: epoch `e` (1-based) is a function of
-/// `(seed, e)` alone, the same order as `common::data::loader::Loader` with
-/// `shuffle: true, drop_last: false`, so runs stay comparable with earlier ones.
+/// Seeded shuffled batches of the indices `0..n`: epoch `e` (1-based) is the loader's
+/// [`shuffled_order`] of `(seed, e)`, cut into batches as `common::data::loader::Loader`
+/// does with `shuffle: true, drop_last: false`, so runs stay comparable with earlier ones.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Shuffled {
     pub n: usize,
@@ -47,22 +45,11 @@ impl Shuffled {
 
     /// The batches of `epoch`, in order.
     pub fn epoch(&self, epoch: usize) -> Vec<Vec<usize>> {
-        let mut order: Vec<usize> = (0..self.n).collect();
-        let seed = splitmix(splitmix(self.seed) ^ epoch as u64);
-        order.shuffle(&mut StdRng::seed_from_u64(seed));
-        order
+        shuffled_order(self.n, self.seed, epoch)
             .chunks(self.batch_size.max(1))
             .map(<[usize]>::to_vec)
             .collect()
     }
-}
-
-/// SplitMix64's finaliser (the loader's, so the orders agree).
-fn splitmix(x: u64) -> u64 {
-    let mut z = x.wrapping_add(0x9E37_79B9_7F4A_7C15);
-    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-    z ^ (z >> 31)
 }
 
 /// The sampled hypercolumns on the device, served in shuffled batches of rows.
