@@ -11,6 +11,7 @@ use anyhow::{bail, Context};
 use candle::Tensor;
 use common::data::loader::mix;
 use common::data::IGNORE_LABEL;
+use common::nn::linear_taps;
 use ndarray::{Array2, ArrayView2};
 use rand::rngs::StdRng;
 use rand::seq::index::sample;
@@ -238,16 +239,17 @@ pub fn sample_image(
     ))
 }
 
-/// The two source indices and weights with which output `i` of a resize from
-/// `in_size` to `out_size` samples its input (bilinear, PyTorch's
-/// `align_corners=False`; the same rule as `common::nn::bilinear_matrix`).
-pub fn interpolation(in_size: usize, out_size: usize, i: usize) -> [(usize, f32); 2] {
-    let scale = in_size as f64 / out_size as f64;
-    let src = ((i as f64 + 0.5) * scale - 0.5).max(0.0);
-    let i0 = (src.floor() as usize).min(in_size - 1);
-    let i1 = (i0 + 1).min(in_size - 1);
-    let lambda = (src - i0 as f64) as f32;
-    [(i0, 1.0 - lambda), (i1, lambda)]
+/// The two source indices and f32 weights with which each output of a resize from
+/// `in_size` to `out_size` samples its input: [`linear_taps`] (PyTorch's
+/// `align_corners=False`, the rule of the resize kernels), one entry per output.
+fn tap_weights(in_size: usize, out_size: usize) -> Vec<[(usize, f32); 2]> {
+    linear_taps(in_size, out_size)
+        .into_iter()
+        .map(|tap| {
+            let lambda = tap.lambda as f32;
+            [(tap.i0, 1.0 - lambda), (tap.i1, lambda)]
+        })
+        .collect()
 }
 
 /// The hypercolumns at `pixels` of a `height x width` feature map without
@@ -277,17 +279,16 @@ pub fn hypercolumns_at(
             .to_dtype(candle::DType::F32)?
             .flatten_all()?
             .to_vec1::<f32>()?;
+        let (rows, cols) = (tap_weights(h, height), tap_weights(w, width));
         for (p, &(y, x)) in pixels.iter().enumerate() {
             if y >= height || x >= width {
                 bail!("pixel ({y}, {x}) lies outside the {height}x{width} feature map");
             }
-            let rows = interpolation(h, height, y);
-            let cols = interpolation(w, width, x);
             for channel in 0..c {
                 let plane = &values[channel * h * w..(channel + 1) * h * w];
                 let mut v = 0f32;
-                for &(yy, wy) in &rows {
-                    for &(xx, wx) in &cols {
+                for &(yy, wy) in &rows[y] {
+                    for &(xx, wx) in &cols[x] {
                         v += wy * wx * plane[yy * w + xx];
                     }
                 }

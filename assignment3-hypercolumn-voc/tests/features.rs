@@ -1,8 +1,9 @@
-//! Sparse sampling ("3 per class present", never 255), interpolation weights,
+//! Sparse sampling ("3 per class present", never 255), the interpolation weights of
+//! the point hypercolumns,
 //! the feature cache, and the class weights.
 
 use anyhow::Result;
-use assignment3_hypercolumn_voc::features::{interpolation, pick_pixels, SampledFeatures};
+use assignment3_hypercolumn_voc::features::{hypercolumns_at, pick_pixels, SampledFeatures};
 use assignment3_hypercolumn_voc::training::{class_weights, ClassWeighting};
 use candle::{DType, Device};
 use common::data::transforms::resize_mask;
@@ -74,26 +75,49 @@ fn three_per_class_on_real_camvid_labels() -> Result<()> {
     Ok(())
 }
 
+/// The weights with which `hypercolumns_at` reads each of the `input` samples of one tap
+/// axis at each of `output` points: `(output, input)`, row `i` the weights of point `i`.
+/// A tap of `input` one-hot channels along that axis (size 1 across) gives them as the
+/// hypercolumns.
+fn point_weights(input: usize, output: usize, along_rows: bool) -> Result<Vec<Vec<f32>>> {
+    let (h, w, height, width) = if along_rows {
+        (input, 1, output, 1)
+    } else {
+        (1, input, 1, output)
+    };
+    let one_hot =
+        candle::Tensor::eye(input, DType::F32, &Device::Cpu)?.reshape((1, input, h, w))?;
+    let pixels: Vec<(usize, usize)> = (0..output)
+        .map(|i| if along_rows { (i, 0) } else { (0, i) })
+        .collect();
+    let columns = hypercolumns_at(&[one_hot], height, width, &pixels)?;
+    Ok(columns.outer_iter().map(|row| row.to_vec()).collect())
+}
+
 #[test]
 fn interpolation_matches_the_bilinear_matrix() -> Result<()> {
     for (input, output) in [(224, 112), (14, 112), (7, 90), (90, 90), (5, 3)] {
         let matrix = common::nn::bilinear_matrix(input, output, &Device::Cpu, DType::F32)?
             .to_vec2::<f32>()?;
-        for (i, row) in matrix.iter().enumerate() {
-            let mut expected = vec![0f32; input];
-            for (index, weight) in interpolation(input, output, i) {
-                expected[index] += weight;
-            }
-            for (a, b) in row.iter().zip(&expected) {
-                assert!(
-                    (a - b).abs() < 1e-6,
-                    "{input}->{output} row {i}: {row:?} vs {expected:?}"
-                );
+        for along_rows in [true, false] {
+            let weights = point_weights(input, output, along_rows)?;
+            for (i, (row, expected)) in matrix.iter().zip(&weights).enumerate() {
+                for (a, b) in row.iter().zip(expected) {
+                    assert!(
+                        (a - b).abs() < 1e-6,
+                        "{input}->{output} row {i}: {row:?} vs {expected:?}"
+                    );
+                }
             }
         }
     }
     // 224 -> 112 averages pixel pairs: output 3 samples at 6.5.
-    assert_eq!(interpolation(224, 112, 3), [(6, 0.5), (7, 0.5)]);
+    for along_rows in [true, false] {
+        let mut expected = vec![0f32; 224];
+        expected[6] = 0.5;
+        expected[7] = 0.5;
+        assert_eq!(point_weights(224, 112, along_rows)?[3], expected);
+    }
     Ok(())
 }
 
