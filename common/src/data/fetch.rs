@@ -40,7 +40,7 @@ pub fn is_offline() -> bool {
 
 /// True for a URL on this machine (`localhost`, `127.x.x.x`, `[::1]`): reaching it
 /// is not network access, so offline mode allows it (tests serve files that way).
-fn is_loopback(url: &str) -> bool {
+pub(crate) fn is_loopback(url: &str) -> bool {
     let rest = url.split_once("://").map_or(url, |(_, rest)| rest);
     let authority = rest.split(['/', '?', '#']).next().unwrap_or("");
     let host_port = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
@@ -73,7 +73,7 @@ pub fn sha256_file(path: &Path) -> Result<String> {
     Ok(hex(&hasher.finalize()))
 }
 
-fn hex(bytes: &[u8]) -> String {
+pub(crate) fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
@@ -253,7 +253,7 @@ pub fn extract(archive: &Path, into: &Path) -> Result<()> {
 }
 
 /// `relative` as a path inside the target folder, or `None` when it would leave it.
-fn inside(relative: &Path) -> Option<PathBuf> {
+pub(crate) fn inside(relative: &Path) -> Option<PathBuf> {
     let mut clean = PathBuf::new();
     for component in relative.components() {
         match component {

@@ -7,6 +7,7 @@ pub mod fetch;
 pub mod image_io;
 pub mod loader;
 pub mod locate;
+pub mod manifest;
 pub mod pairs;
 pub mod synthetic;
 pub mod transforms;
