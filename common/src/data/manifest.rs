@@ -431,7 +431,7 @@ fn download_part(
         have = 0;
     }
     let mut hasher = Sha256::new();
-    if have == entry.bytes {
+    if have == entry.bytes && have > 0 {
         // Complete already: hash it without a request.
         hash_into(part, &mut hasher)?;
         bar.inc(have);
