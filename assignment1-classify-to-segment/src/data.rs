@@ -11,9 +11,11 @@ use std::path::{Path, PathBuf};
 use anyhow::Context;
 use candle::{Device, Tensor};
 use common::data::image_io::{load_image, load_palette_mask};
-use common::data::locate::{locate, DataSetSpec, Located};
+use common::data::locate::{locate_noting, DataSetSpec, Located};
+use common::data::manifest::ManifestSet;
 use common::data::synthetic::{synthetic_dataset, SyntheticConfig};
 use common::data::Sample;
+use common::workspace::workspace_data_dir;
 use ndarray::{s, Array2, Array3};
 use rand::rngs::StdRng;
 use rand::seq::SliceRandom;
@@ -29,19 +31,31 @@ pub const FLOWER: u8 = 1;
 /// Label of a background patch.
 pub const BACKGROUND: u8 = 0;
 
-/// Finds the data set in the shared search order ([`locate`]): `data_dir` when
-/// given (it must hold `Positive/` and `Negative/`), `$SEGKIT_DATA_DIR`, the
-/// workspace's `data/cmput328-flower`, the shared data folder; else the generated set.
+/// The set's download list, carried by the binary (`data/manifests/cmput328-flower.tsv`).
+pub const MANIFEST: ManifestSet = ManifestSet {
+    name: DATA_SET,
+    text: include_str!("../../data/manifests/cmput328-flower.tsv"),
+};
+
+/// The download hook: fetches [`MANIFEST`] into `data/cmput328-flower/`.
+fn download_flower(data: &Path) -> anyhow::Result<PathBuf> {
+    MANIFEST.fetch(data)
+}
+
+/// Finds the data set in the shared search order ([`common::data::locate::locate`]):
+/// `data_dir` when given (it must hold `Positive/` and `Negative/`), `$SEGKIT_DATA_DIR`,
+/// the workspace's `data/cmput328-flower`, the shared data folder, a download by
+/// [`MANIFEST`]; else the generated set.
 pub fn locate_data(data_dir: Option<&Path>) -> anyhow::Result<Located> {
     let find_root = |dir: &Path| check_layout(dir).map(|()| dir.to_path_buf());
     let spec = DataSetSpec {
         names: &[DATA_SET],
         title: "the flower patches (Positive/, Negative/, flower.jpg, flower_mask.png)",
         find_root: &find_root,
-        // No public URL of the lecture's patches is known.
-        download: None,
+        download: Some(&download_flower),
     };
-    locate(&spec, data_dir)
+    let offline_help = MANIFEST.offline_help(&workspace_data_dir());
+    locate_noting(&spec, data_dir, Some(&offline_help))
 }
 
 /// The data of a run: the patches split for training and validation, and the

@@ -9,11 +9,13 @@ use std::sync::Arc;
 
 use anyhow::bail;
 use common::data::image_io::{load_image, load_palette_mask};
-use common::data::locate::{locate, DataSetSpec, Located};
+use common::data::locate::{locate_noting, DataSetSpec, Located};
+use common::data::manifest::ManifestSet;
 use common::data::pairs::{MaskFormat, PairsDataset};
 use common::data::synthetic::{synthetic_dataset, SyntheticConfig};
 use common::data::transforms::Transform;
 use common::data::{Dataset, Sample};
+use common::workspace::workspace_data_dir;
 use common::Result;
 use ndarray::{Array2, Array3, Axis};
 use rand::Rng;
@@ -141,14 +143,25 @@ pub fn synthetic_flower_data(seed: u64) -> FlowerData {
     }
 }
 
-/// What [`locate`] needs to know of the set: its folder name, and
-/// [`find_root`]. No public download URL of the lecture's patches is known.
+/// The set's download list, carried by the binary (`data/manifests/cmput328-flower.tsv`).
+pub const MANIFEST: ManifestSet = ManifestSet {
+    name: DATA_SET,
+    text: include_str!("../../data/manifests/cmput328-flower.tsv"),
+};
+
+/// The download hook: fetches [`MANIFEST`] into `data/cmput328-flower/`.
+fn download_flower(data: &Path) -> Result<PathBuf> {
+    MANIFEST.fetch(data)
+}
+
+/// What [`common::data::locate::locate`] needs to know of the set: its folder name,
+/// [`find_root`] and the download by [`MANIFEST`].
 pub fn spec() -> DataSetSpec<'static> {
     DataSetSpec {
         names: &[DATA_SET],
         title: "the CMPUT 328 flower data (TrainingImages/, TrainingLabels/, flower.jpg, flower_mask.png)",
         find_root: &find_root,
-        download: None,
+        download: Some(&download_flower),
     }
 }
 
@@ -162,7 +175,8 @@ pub fn find_root(dir: &Path) -> Result<PathBuf> {
 /// when no place holds it, the generated stand-in of `seed`. A `data_dir` that does
 /// not hold the data set is an error. The caller prints the [`Located::banner`].
 pub fn find_flower_data(data_dir: Option<&Path>, seed: u64) -> Result<(FlowerData, Located)> {
-    let located = locate(&spec(), data_dir)?;
+    let offline_help = MANIFEST.offline_help(&workspace_data_dir());
+    let located = locate_noting(&spec(), data_dir, Some(&offline_help))?;
     let data = match &located.root {
         Some(root) => load_flower_data(root)?,
         None => synthetic_flower_data(seed),

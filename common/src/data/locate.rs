@@ -73,6 +73,17 @@ impl Located {
 /// A `given` folder that does not hold the set is an error; a failed download falls
 /// back to the generated set and says why.
 pub fn locate(spec: &DataSetSpec, given: Option<&Path>) -> Result<Located> {
+    locate_noting(spec, given, None)
+}
+
+/// [`locate`], and when downloads are off the banner adds `offline_help`: what the
+/// download would fetch, from which manifest, and where to put the files
+/// (`common::data::manifest::ManifestSet::offline_help`).
+pub fn locate_noting(
+    spec: &DataSetSpec,
+    given: Option<&Path>,
+    offline_help: Option<&str>,
+) -> Result<Located> {
     if let Some(dir) = given {
         let root = (spec.find_root)(dir).with_context(|| format!("--data-dir {dir:?}"))?;
         return Ok(found(Origin::Given, root));
@@ -89,7 +100,7 @@ pub fn locate(spec: &DataSetSpec, given: Option<&Path>) -> Result<Located> {
     }
     let mut why = String::from("no public source of this set is known");
     if let Some(download) = spec.download {
-        match try_download(spec, download) {
+        match try_download(spec, download, offline_help) {
             Ok(root) => return Ok(found(Origin::Downloaded, root)),
             Err(err) => why = format!("the download failed: {err:#}"),
         }
@@ -110,10 +121,19 @@ fn bases() -> Vec<(Origin, PathBuf)> {
     bases
 }
 
-fn try_download(spec: &DataSetSpec, download: Download) -> Result<PathBuf> {
+fn try_download(
+    spec: &DataSetSpec,
+    download: Download,
+    offline_help: Option<&str>,
+) -> Result<PathBuf> {
     use crate::data::fetch::{is_offline, HF_OFFLINE_ENV, OFFLINE_ENV};
     if is_offline() {
-        bail!("downloads are off ({OFFLINE_ENV} or {HF_OFFLINE_ENV} is set)");
+        match offline_help {
+            Some(help) => {
+                bail!("downloads are off ({OFFLINE_ENV} or {HF_OFFLINE_ENV} is set): {help}")
+            }
+            None => bail!("downloads are off ({OFFLINE_ENV} or {HF_OFFLINE_ENV} is set)"),
+        }
     }
     let written = download(&workspace_data_dir())?;
     (spec.find_root)(&written).with_context(|| format!("after downloading into {written:?}"))

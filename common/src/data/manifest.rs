@@ -725,7 +725,7 @@ mod tests {
                 format!("# c\nhttps://h/x\t{hash}\t1\n"),
                 "t.tsv:2: expected 4",
             ),
-            (format!("https://h/x\tzz\t1\tx\n"), "t.tsv:1: sha256"),
+            ("https://h/x\tzz\t1\tx\n".to_string(), "t.tsv:1: sha256"),
             (format!("https://h/x\t{hash}\tbig\tx\n"), "t.tsv:1: size"),
             (format!("https://h/x\t{hash}\t1\t../x\n"), "t.tsv:1: path"),
             (format!("ftp://h/x\t{hash}\t1\tx\n"), "t.tsv:1: url"),
