@@ -7,7 +7,8 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use anyhow::{bail, Context};
-use common::data::locate::{locate, DataSetSpec, Located};
+use common::data::locate::{locate_noting, DataSetSpec, Located};
+use common::data::manifest::ManifestSet;
 use common::data::pairs::{MaskFormat, PairsDataset};
 use common::data::synthetic::{synthetic_dataset, SyntheticConfig};
 use common::data::voc::{Split, VocDataset};
@@ -87,17 +88,31 @@ impl Layout {
     }
 }
 
+/// The ISBI set's download list, carried by the binary
+/// (`data/manifests/isbi2012-membrane.tsv`: the 90 PNGs, 13 MB).
+pub const MANIFEST: ManifestSet = ManifestSet {
+    name: ISBI_NAME,
+    text: include_str!("../../data/manifests/isbi2012-membrane.tsv"),
+};
+
+/// The download hook: fetches [`MANIFEST`] into `data/isbi2012-membrane/`.
+fn download_isbi(data: &Path) -> Result<PathBuf> {
+    MANIFEST.fetch(data)
+}
+
 /// Finds the data (see `common::data::locate`): `--data-dir`, else a folder named
 /// `isbi2012-membrane` in `$SEGKIT_DATA_DIR`, the workspace's `data/` or the shared
-/// data, holding one of the layouts of [`detect_layout`]; else the generated set.
+/// data, holding one of the layouts of [`detect_layout`], else a download by
+/// [`MANIFEST`]; else the generated set.
 pub fn locate_data(data_dir: Option<&Path>) -> Result<Located> {
     let spec = DataSetSpec {
         names: &[ISBI_NAME],
         title: "the ISBI 2012 membrane images (train/image/0..29.png, train/label/0..29.png)",
         find_root: &|dir| detect_layout(dir).map(|_| dir.to_path_buf()),
-        download: None,
+        download: Some(&download_isbi),
     };
-    locate(&spec, data_dir)
+    let offline_help = MANIFEST.offline_help(&common::workspace::workspace_data_dir());
+    locate_noting(&spec, data_dir, Some(&offline_help))
 }
 
 /// Reads every sample of `ds` into memory (the sets here are small).
