@@ -551,3 +551,47 @@ fn the_shared_byte_copies_match_the_manifests() -> Result<()> {
     }
     Ok(())
 }
+
+#[test]
+fn the_download_hook_builds_the_set_aside_and_renames_it_when_whole() -> Result<()> {
+    let jpg = bytes(700, 10);
+    let positive = zip_of(&[("Positive/pos1.jpg", &bytes(40, 11))])?;
+    let broken = bytes(150_000, 12);
+    let files: Vec<(&str, Serve)> = vec![
+        ("seg/flower.jpg", Serve::Body(jpg.clone())),
+        ("seg/Positive.zip", Serve::Body(positive.clone())),
+        (
+            "seg/big.bin",
+            Serve::HalfThen(broken.clone(), broken.clone()),
+        ),
+    ];
+    let server = serve(files.into_iter().map(|(p, s)| (p.to_string(), s)).collect())?;
+    let text = format!(
+        "{}{}{}",
+        line(&server, "seg/flower.jpg", &jpg),
+        line(&server, "seg/Positive.zip", &positive),
+        line(&server, "seg/big.bin", &broken)
+    );
+    let set = ManifestSet {
+        name: "toy-flower",
+        text: Box::leak(text.into_boxed_str()),
+    };
+    let data = tempfile::tempdir()?;
+    // The hook retries a broken download (resuming it), so one call gives the whole set.
+    let root = set.fetch(data.path())?;
+    assert_eq!(root, data.path().join("toy-flower"));
+    assert_eq!(std::fs::read(root.join("flower.jpg"))?, jpg);
+    assert_eq!(
+        std::fs::read(root.join("Positive/pos1.jpg"))?,
+        bytes(40, 11)
+    );
+    assert_eq!(std::fs::read(root.join("big.bin"))?, broken);
+    assert!(!data.path().join(".toy-flower.partial").exists());
+    // A missing file of an existing set is fetched in place; the rest is not asked for.
+    std::fs::remove_file(root.join("flower.jpg"))?;
+    let asked = server.requests().len();
+    assert_eq!(set.fetch(data.path())?, root);
+    assert_eq!(std::fs::read(root.join("flower.jpg"))?, jpg);
+    assert_eq!(server.requests().len(), asked + 1);
+    Ok(())
+}
