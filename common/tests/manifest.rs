@@ -201,6 +201,14 @@ fn line(server: &Server, path: &str, content: &[u8]) -> String {
     )
 }
 
+/// A server with the one file `path` answered as `serve`, and its one-line manifest
+/// listing `listed` (size and sha256) under `path`.
+fn one_file(path: &str, serve_as: Serve, listed: &[u8]) -> Result<(Server, Manifest)> {
+    let server = serve(HashMap::from([(path.to_string(), serve_as)]))?;
+    let manifest = Manifest::parse("one.tsv", &line(&server, path, listed))?;
+    Ok((server, manifest))
+}
+
 fn quiet(retries: usize) -> FetchOptions {
     FetchOptions {
         jobs: 4,
@@ -360,11 +368,11 @@ fn a_wrong_size_is_refused() -> Result<()> {
 #[test]
 fn a_server_that_stops_half_way_then_a_rerun_resumes_with_range() -> Result<()> {
     let content = bytes(200_000, 7);
-    let server = serve(HashMap::from([(
-        "big.bin".to_string(),
+    let (server, manifest) = one_file(
+        "big.bin",
         Serve::HalfThen(content.clone(), content.clone()),
-    )]))?;
-    let manifest = Manifest::parse("big.tsv", &line(&server, "big.bin", &content))?;
+        &content,
+    )?;
     let dir = tempfile::tempdir()?;
     // No retries: the first run fails and keeps what it got.
     let err = format!(
@@ -389,11 +397,11 @@ fn a_server_that_stops_half_way_then_a_rerun_resumes_with_range() -> Result<()> 
     assert_eq!(requests[1].1, Some(format!("bytes={kept}-")));
 
     // With retries the same break is healed within one run.
-    let server = serve(HashMap::from([(
-        "big.bin".to_string(),
+    let (_server, manifest) = one_file(
+        "big.bin",
         Serve::HalfThen(content.clone(), content.clone()),
-    )]))?;
-    let manifest = Manifest::parse("big.tsv", &line(&server, "big.bin", &content))?;
+        &content,
+    )?;
     let dir = tempfile::tempdir()?;
     let report = fetch_manifest(&manifest, dir.path(), &quiet(2))?;
     assert_eq!((report.downloaded, report.resumed), (1, 1));
@@ -405,11 +413,11 @@ fn a_server_that_stops_half_way_then_a_rerun_resumes_with_range() -> Result<()> 
 fn a_file_that_changes_mid_way_is_refused() -> Result<()> {
     let before = bytes(100_000, 8);
     let after = bytes(100_000, 9);
-    let server = serve(HashMap::from([(
-        "moving.bin".to_string(),
+    let (server, manifest) = one_file(
+        "moving.bin",
         Serve::HalfThen(before.clone(), after),
-    )]))?;
-    let manifest = Manifest::parse("moving.tsv", &line(&server, "moving.bin", &before))?;
+        &before,
+    )?;
     let dir = tempfile::tempdir()?;
     let err = format!(
         "{:#}",
