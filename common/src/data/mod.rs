@@ -1,13 +1,15 @@
-//! Image and mask I/O, data sets, transforms, batching and downloads.
+//! Image and mask I/O, data sets (VOC layout, SegNet CamVid, pairs), transforms, batching and downloads.
 //!
 //! Host-side samples are `ndarray` arrays; they become candle tensors only in
 //! [`loader`], the one boundary between the two.
 
+pub mod camvid;
 pub mod fetch;
 pub mod image_io;
 pub mod loader;
 pub mod locate;
 pub mod manifest;
+pub mod mask_rule;
 pub mod pairs;
 pub mod synthetic;
 pub mod transforms;
