@@ -406,3 +406,155 @@ fn generated_label_maps_decode_to_indices() -> Result<()> {
     }
     Ok(())
 }
+
+/// An RGB image full of detail, so that its JPEG is well over 3000 bytes.
+fn noisy_rgb(side: u32) -> image::RgbImage {
+    image::RgbImage::from_fn(side, side, |x, y| {
+        let v = (x * 131 + y * 71 + x * y * 13) % 256;
+        image::Rgb([v as u8, (v * 7 % 256) as u8, (255 - v) as u8])
+    })
+}
+
+/// Writes `bytes[..len]` beside `whole` under `name` and returns its path.
+fn cut(dir: &Path, whole: &[u8], len: usize, name: &str) -> Result<std::path::PathBuf> {
+    let path = dir.join(name);
+    std::fs::write(&path, &whole[..len])?;
+    Ok(path)
+}
+
+#[test]
+fn jpeg_cut_short_is_refused_naming_the_file() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let whole = dir.path().join("whole.jpg");
+    noisy_rgb(96).save(&whole)?;
+    let bytes = std::fs::read(&whole)?;
+    assert!(
+        bytes.len() > 6000,
+        "the test JPEG is only {} bytes",
+        bytes.len()
+    );
+    // The good file loads, as an image and as a grey mask.
+    assert_eq!(load_image(&whole)?.dim(), (3, 96, 96));
+    assert_eq!(load_grey_mask(&whole, 128)?.dim(), (96, 96));
+
+    // Cut to 3000 bytes (inside the pixel data), and only the last two bytes
+    // (the end-of-image marker) lost: the `image` crate decodes both without error.
+    for (len, name) in [(3000, "cut3000.jpg"), (bytes.len() - 2, "no_eoi.jpg")] {
+        let path = cut(dir.path(), &bytes, len, name)?;
+        let message = error_text(load_image(&path));
+        assert!(
+            message.contains(name) && message.contains("truncated"),
+            "{message}"
+        );
+        let message = error_text(load_grey_mask(&path, 128));
+        assert!(message.contains(name), "{message}");
+    }
+    // Only the header: no start-of-scan marker at all.
+    let header_only = cut(dir.path(), &bytes, 200, "header.jpg")?;
+    let message = error_text(load_image(&header_only));
+    assert!(message.contains("header.jpg"), "{message}");
+    Ok(())
+}
+
+#[test]
+fn png_cut_short_or_damaged_is_refused_naming_the_file() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let whole = dir.path().join("whole.png");
+    noisy_rgb(64).save(&whole)?;
+    let bytes = std::fs::read(&whole)?;
+    assert_eq!(load_image(&whole)?.dim(), (3, 64, 64));
+
+    // Cut inside the pixel data, and cut after it with only IEND lost.
+    for (len, name) in [
+        (bytes.len() / 2, "half.png"),
+        (bytes.len() - 12, "no_iend.png"),
+    ] {
+        let path = cut(dir.path(), &bytes, len, name)?;
+        let message = error_text(load_image(&path));
+        assert!(
+            message.contains(name) && message.contains("truncated"),
+            "{message}"
+        );
+    }
+    // One byte of the pixel data changed: the chunk's CRC no longer matches.
+    let mut damaged = bytes.clone();
+    let middle = damaged.len() / 2;
+    damaged[middle] ^= 0x55;
+    let damaged_path = dir.path().join("damaged.png");
+    std::fs::write(&damaged_path, &damaged)?;
+    let message = error_text(load_image(&damaged_path));
+    assert!(
+        message.contains("damaged.png") && message.contains("CRC"),
+        "{message}"
+    );
+
+    // A palette mask that lost only its IEND chunk.
+    let mask_path = dir.path().join("mask.png");
+    let mask = Array2::from_shape_fn((40, 40), |(y, x)| ((x + y) % 3) as u8);
+    save_palette_mask(&mask_path, &mask)?;
+    assert_eq!(load_palette_mask(&mask_path)?, mask);
+    let mask_bytes = std::fs::read(&mask_path)?;
+    let cut_mask = cut(
+        dir.path(),
+        &mask_bytes,
+        mask_bytes.len() - 12,
+        "cut_mask.png",
+    )?;
+    let message = error_text(load_palette_mask(&cut_mask));
+    assert!(
+        message.contains("cut_mask.png") && message.contains("truncated"),
+        "{message}"
+    );
+    Ok(())
+}
+
+#[test]
+fn garbage_bytes_are_refused_naming_the_file() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let garbage: Vec<u8> = (0..5000u32).map(|i| (i * 37 % 251) as u8).collect();
+    // Garbage under a JPEG name, and garbage behind a real JPEG start marker.
+    let plain = dir.path().join("garbage.jpg");
+    std::fs::write(&plain, &garbage)?;
+    let message = error_text(load_image(&plain));
+    assert!(message.contains("garbage.jpg"), "{message}");
+    let mut marked = vec![0xFF, 0xD8];
+    marked.extend_from_slice(&garbage);
+    let marked_path = dir.path().join("marked.jpg");
+    std::fs::write(&marked_path, &marked)?;
+    let message = error_text(load_image(&marked_path));
+    assert!(message.contains("marked.jpg"), "{message}");
+    // Garbage behind a real PNG signature.
+    let mut png_marked = vec![0x89, b'P', b'N', b'G', b'\r', b'\n', 0x1A, b'\n'];
+    png_marked.extend_from_slice(&garbage);
+    let png_path = dir.path().join("marked.png");
+    std::fs::write(&png_path, &png_marked)?;
+    let message = error_text(load_image(&png_path));
+    assert!(message.contains("marked.png"), "{message}");
+    let message = error_text(load_palette_mask(&png_path));
+    assert!(message.contains("marked.png"), "{message}");
+    Ok(())
+}
+
+#[test]
+fn real_flower_jpeg_cut_to_3000_bytes_is_refused() -> Result<()> {
+    let Some(root) = shared_data_set("cmput328-flower") else {
+        return Ok(());
+    };
+    let flower = root.join("flower.jpg");
+    let (_, h, w) = load_image(&flower)?.dim();
+    assert!(h > 0 && w > 0);
+    let bytes = std::fs::read(&flower)?;
+    let dir = tempfile::tempdir()?;
+    let path = cut(
+        dir.path(),
+        &bytes,
+        3000.min(bytes.len() - 2),
+        "flower_cut.jpg",
+    )?;
+    let message = error_text(load_image(&path));
+    assert!(
+        message.contains("flower_cut.jpg") && message.contains("truncated"),
+        "{message}"
+    );
+    Ok(())
+}

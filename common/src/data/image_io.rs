@@ -5,9 +5,14 @@
 //! 255 meaning "ignore". PASCAL VOC stores masks as palette (indexed) PNGs whose
 //! pixel values ARE the class indices; the `image` crate would expand the palette
 //! to RGB, so masks are read with the `png` crate and the palette left alone.
+//!
+//! Every file is checked whole before it is decoded ([`check_complete`]): the
+//! JPEG decoder fills a file cut short with grey and reports no error, and the PNG
+//! decoder stops after the pixel data, so a cut or damaged file would otherwise be
+//! trained on silently.
 
 use std::fs::File;
-use std::io::{BufReader, BufWriter, Write};
+use std::io::{BufWriter, Cursor, Write};
 use std::path::Path;
 
 use anyhow::{anyhow, bail, Context};
@@ -74,9 +79,10 @@ pub fn save_image(path: &Path, image: &Array3<f32>) -> Result<()> {
 /// values as they are. Any other PNG (RGB, RGBA, grey+alpha, 16-bit) is an error
 /// naming the file: its colours are not class indices.
 pub fn load_palette_mask(path: &Path) -> Result<Array2<u8>> {
-    let file = File::open(path).with_context(|| format!("cannot open mask {path:?}"))?;
+    let bytes = std::fs::read(path).with_context(|| format!("cannot open mask {path:?}"))?;
+    check_complete(path, &bytes)?;
     // Transformations::IDENTITY (the default) keeps palette indices and bit depth as stored.
-    let mut decoder = png::Decoder::new(BufReader::new(file));
+    let mut decoder = png::Decoder::new(Cursor::new(bytes));
     decoder.set_transformations(png::Transformations::IDENTITY);
     let mut reader = decoder.read_info().with_context(|| {
         format!("mask {path:?} is not a readable PNG (corrupt, truncated or another format)")
@@ -129,15 +135,45 @@ pub fn load_palette_mask(path: &Path) -> Result<Array2<u8>> {
 /// binary mask: luma `>= threshold` gives 1, else 0. JPEG masks are not exactly
 /// 0 and 255 near edges, hence the threshold.
 pub fn load_grey_mask(path: &Path, threshold: u8) -> Result<Array2<u8>> {
+    Ok(load_luma(path)?.mapv(|v| u8::from(v >= threshold)))
+}
+
+/// Reads any image the `image` crate decodes as its `(H, W)` 8-bit luma, unchanged.
+pub fn load_luma(path: &Path) -> Result<Array2<u8>> {
     let luma = decode(path)?.to_luma8();
     let (w, h) = (luma.width() as usize, luma.height() as usize);
-    let values = luma
-        .into_raw()
-        .into_iter()
-        .map(|v| u8::from(v >= threshold))
-        .collect();
-    Array2::from_shape_vec((h, w), values)
+    Array2::from_shape_vec((h, w), luma.into_raw())
         .with_context(|| format!("mask {path:?}: pixel buffer does not match {w}x{h}"))
+}
+
+/// How a mask file stores its pixels, read from its header only.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MaskStorage {
+    /// An indexed (palette) PNG: the pixels are palette indices.
+    PalettePng,
+    /// A grey PNG of at most 8 bits: the pixels are grey values.
+    GreyPng,
+    /// Anything else (JPEG, colour or 16-bit PNG): only its luma means something.
+    Other,
+}
+
+/// The [`MaskStorage`] of `path`; errors when the file cannot be read.
+pub fn mask_storage(path: &Path) -> Result<MaskStorage> {
+    let bytes = std::fs::read(path).with_context(|| format!("cannot open mask {path:?}"))?;
+    if !bytes.starts_with(&PNG_SIGNATURE) {
+        return Ok(MaskStorage::Other);
+    }
+    let info = png::Decoder::new(Cursor::new(bytes))
+        .read_info()
+        .with_context(|| format!("mask {path:?} is not a readable PNG"))?
+        .info()
+        .clone();
+    Ok(match (info.color_type, info.bit_depth) {
+        (png::ColorType::Indexed, _) => MaskStorage::PalettePng,
+        (png::ColorType::Grayscale, png::BitDepth::Sixteen) => MaskStorage::Other,
+        (png::ColorType::Grayscale, _) => MaskStorage::GreyPng,
+        _ => MaskStorage::Other,
+    })
 }
 
 /// Writes a mask as an 8-bit palette PNG with the VOC colours
@@ -225,15 +261,113 @@ pub fn tensor_to_mask(t: &Tensor) -> Result<Array2<u8>> {
     Ok(Array2::from_shape_vec((h, w), values)?)
 }
 
-/// Decodes an image file, guessing the format from its content (not its name).
+/// Decodes an image file, guessing the format from its content (not its name),
+/// after [`check_complete`].
 fn decode(path: &Path) -> Result<DynamicImage> {
-    image::ImageReader::open(path)
-        .with_context(|| format!("cannot open image {path:?}"))?
+    let bytes = std::fs::read(path).with_context(|| format!("cannot open image {path:?}"))?;
+    check_complete(path, &bytes)?;
+    image::ImageReader::new(Cursor::new(bytes))
         .with_guessed_format()
         .with_context(|| format!("cannot read image {path:?}"))?
         .decode()
         .with_context(|| format!("image {path:?} is corrupt, truncated or not a JPEG/PNG"))
 }
+
+/// The JPEG start-of-image marker and the PNG signature.
+const JPEG_START: [u8; 2] = [0xFF, 0xD8];
+const PNG_SIGNATURE: [u8; 8] = [0x89, b'P', b'N', b'G', b'\r', b'\n', 0x1A, b'\n'];
+
+/// Refuses a JPEG or PNG file that is cut short or damaged, naming the file.
+/// Files of other formats pass (the decoder then says what it makes of them).
+///
+/// - JPEG: the end-of-image marker `FF D9` must follow the last start-of-scan
+///   marker `FF DA`. Inside the compressed data a byte `FF` is always followed by
+///   `00` or a restart marker `D0..D7`, so neither marker occurs there; a file cut
+///   anywhere before its end lacks the final `FF D9`. (zune-jpeg, behind `image`,
+///   decodes such a file without error, the missing rows grey.)
+/// - PNG: every chunk must be whole with a correct CRC-32, up to `IEND`.
+pub fn check_complete(path: &Path, bytes: &[u8]) -> Result<()> {
+    if bytes.starts_with(&JPEG_START) {
+        let last_scan = find_last(bytes, &[0xFF, 0xDA]);
+        let Some(scan) = last_scan else {
+            bail!("JPEG {path:?} is truncated or corrupt: it holds no image data (no start-of-scan marker)");
+        };
+        if find_last(&bytes[scan..], &[0xFF, 0xD9]).is_none() {
+            bail!(
+                "JPEG {path:?} is truncated or corrupt: its {} bytes end without the end-of-image marker FF D9",
+                bytes.len()
+            );
+        }
+    } else if bytes.starts_with(&PNG_SIGNATURE) {
+        check_png_chunks(path, bytes)?;
+    }
+    Ok(())
+}
+
+/// Walks the chunks of a PNG: each whole, with a correct CRC-32, the last `IEND`.
+fn check_png_chunks(path: &Path, bytes: &[u8]) -> Result<()> {
+    let mut at = PNG_SIGNATURE.len();
+    loop {
+        // length (4 bytes, big-endian) + type (4) + data (length) + CRC-32 of type and data (4)
+        let Some(header) = bytes.get(at..at + 8) else {
+            bail!(
+                "PNG {path:?} is truncated: it ends after {} bytes, before its IEND chunk",
+                bytes.len()
+            );
+        };
+        let length = u32::from_be_bytes([header[0], header[1], header[2], header[3]]) as usize;
+        let kind = String::from_utf8_lossy(&header[4..8]).into_owned();
+        let Some(chunk) = bytes.get(at + 4..at + 8 + length + 4) else {
+            bail!(
+                "PNG {path:?} is truncated: chunk {kind:?} at byte {at} needs {length} bytes of data, the file ends after {}",
+                bytes.len()
+            );
+        };
+        let (typed_data, stored) = chunk.split_at(4 + length);
+        let stored = u32::from_be_bytes([stored[0], stored[1], stored[2], stored[3]]);
+        if crc32(typed_data) != stored {
+            bail!("PNG {path:?} is corrupt: chunk {kind:?} at byte {at} fails its CRC check");
+        }
+        if kind == "IEND" {
+            return Ok(());
+        }
+        at += 12 + length;
+    }
+}
+
+/// The start of the last occurrence of `needle` in `haystack`.
+fn find_last(haystack: &[u8], needle: &[u8]) -> Option<usize> {
+    haystack.windows(needle.len()).rposition(|w| w == needle)
+}
+
+/// CRC-32 (ISO 3309, the polynomial PNG uses), a byte at a time through [`CRC_TABLE`].
+fn crc32(bytes: &[u8]) -> u32 {
+    let crc = bytes.iter().fold(0xFFFF_FFFFu32, |crc, &byte| {
+        CRC_TABLE[((crc ^ u32::from(byte)) & 0xFF) as usize] ^ (crc >> 8)
+    });
+    !crc
+}
+
+/// The CRC-32 of each byte value, reflected polynomial `0xEDB88320`.
+const CRC_TABLE: [u32; 256] = {
+    let mut table = [0u32; 256];
+    let mut n = 0;
+    while n < 256 {
+        let mut c = n as u32;
+        let mut k = 0;
+        while k < 8 {
+            c = if c & 1 == 1 {
+                0xEDB8_8320 ^ (c >> 1)
+            } else {
+                c >> 1
+            };
+            k += 1;
+        }
+        table[n] = c;
+        n += 1;
+    }
+    table
+};
 
 /// PNG or JPEG from the extension of `path`.
 fn format_from_extension(path: &Path) -> Result<ImageFormat> {
