@@ -10,6 +10,7 @@ use anyhow::{bail, Context};
 use super::image_io::{
     load_grey_mask, load_image, load_palette_mask, save_image, save_palette_mask,
 };
+use super::mask_rule::{detect_mask_rule, MaskRule};
 use super::voc::{check_file_id, check_sample};
 use super::{Dataset, Sample};
 use crate::Result;
@@ -33,6 +34,8 @@ pub struct PairsDataset {
     pairs: Vec<(String, PathBuf, PathBuf)>,
     format: MaskFormat,
     class_names: Vec<String>,
+    /// The rule found by [`PairsDataset::open_detecting`], if that opened the set.
+    rule: Option<MaskRule>,
 }
 
 impl PairsDataset {
@@ -89,7 +92,25 @@ impl PairsDataset {
             pairs,
             format,
             class_names,
+            rule: None,
         })
+    }
+
+    /// Like [`PairsDataset::open`], with the mask format found by looking at every
+    /// mask ([`detect_mask_rule`]): palette indices, small grey values, or a
+    /// threshold at 128 for 0/255 and JPEG masks of two classes. Errors also when a
+    /// class occurs in no mask.
+    pub fn open_detecting(
+        image_dir: &Path,
+        mask_dir: &Path,
+        class_names: Vec<String>,
+    ) -> Result<Self> {
+        let mut pairs = Self::open(image_dir, mask_dir, MaskFormat::Palette, class_names)?;
+        let masks: Vec<&Path> = pairs.pairs.iter().map(|(_, _, m)| m.as_path()).collect();
+        let rule = detect_mask_rule(mask_dir, &masks, &pairs.class_names)?;
+        pairs.format = rule.format;
+        pairs.rule = Some(rule);
+        Ok(pairs)
     }
 
     /// The stems, sorted.
@@ -110,6 +131,11 @@ impl PairsDataset {
     /// How the masks are read.
     pub fn format(&self) -> MaskFormat {
         self.format
+    }
+
+    /// The rule [`PairsDataset::open_detecting`] found (`None` after [`PairsDataset::open`]).
+    pub fn mask_rule(&self) -> Option<&MaskRule> {
+        self.rule.as_ref()
     }
 }
 
