@@ -9,7 +9,7 @@ use std::sync::Arc;
 use anyhow::{bail, Context};
 use common::data::locate::{locate_noting, DataSetSpec, Located};
 use common::data::manifest::ManifestSet;
-use common::data::pairs::{MaskFormat, PairsDataset};
+use common::data::pairs::PairsDataset;
 use common::data::synthetic::{synthetic_dataset, SyntheticConfig};
 use common::data::voc::{Split, VocDataset};
 use common::data::{Dataset, InMemoryDataset, Sample};
@@ -160,26 +160,33 @@ enum Samples {
 
 /// Reads the samples of `layout` into memory.
 fn read_layout(layout: &Layout) -> Result<Samples> {
-    let grey = MaskFormat::Grey { threshold: 128 };
     match layout {
         Layout::Isbi(root) => {
             let classes = ISBI_CLASSES.iter().map(|s| s.to_string()).collect();
             let (images, labels) = (root.join("train/image"), root.join("train/label"));
-            let ds = PairsDataset::open(&images, &labels, grey, classes)
+            let ds = PairsDataset::open_detecting(&images, &labels, classes)
                 .with_context(|| format!("opening the ISBI 2012 set in {root:?}"))?;
-            Ok(Samples::All(read_all(&ds)?))
+            Ok(Samples::All(read_detected(&ds)?))
         }
         Layout::Pairs { images, masks } => {
             let classes = vec!["background".into(), "foreground".into()];
-            let ds = PairsDataset::open(images, masks, grey, classes)
+            let ds = PairsDataset::open_detecting(images, masks, classes)
                 .with_context(|| format!("opening the image/mask pairs {images:?} + {masks:?}"))?;
-            Ok(Samples::All(read_all(&ds)?))
+            Ok(Samples::All(read_detected(&ds)?))
         }
         Layout::Voc(root) => Ok(Samples::Split(
             read_all(&VocDataset::open(root, Split::Train)?)?,
             read_all(&VocDataset::open(root, Split::Val)?)?,
         )),
     }
+}
+
+/// Says which mask rule was found, then reads the whole set into memory.
+fn read_detected(ds: &PairsDataset) -> Result<InMemoryDataset> {
+    if let Some(rule) = ds.mask_rule() {
+        eprintln!("{}", rule.description());
+    }
+    read_all(ds)
 }
 
 /// Opens the data a run found (see [`locate_data`] and [`detect_layout`]): ISBI and

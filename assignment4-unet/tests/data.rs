@@ -132,3 +132,37 @@ fn real_isbi_set_opens_with_membranes_as_class_zero() -> Result<()> {
     assert!((0.74..0.82).contains(&fraction), "cell fraction {fraction}");
     Ok(())
 }
+
+/// A pair folder whose masks are palette PNGs of 0 and 1 (the usual binary mask)
+/// keeps its foreground: the masks are read by what they are, not thresholded.
+#[test]
+fn palette_pair_masks_keep_their_foreground() -> Result<()> {
+    use common::data::image_io::{save_image, save_palette_mask};
+    let tmp = tempfile::tempdir()?;
+    let root = tmp.path();
+    for i in 0..3 {
+        let mask = Array2::from_shape_fn((8, 8), |(y, _)| u8::from(y >= 4));
+        save_image(
+            &root.join(format!("images/{i}.png")),
+            &Array3::zeros((3, 8, 8)),
+        )?;
+        save_palette_mask(&root.join(format!("masks/{i}.png")), &mask)?;
+    }
+    let given = Located {
+        origin: Origin::Given,
+        root: Some(root.to_path_buf()),
+        banner: String::new(),
+    };
+    let splits = open_splits(given, 1, 0)?;
+    let foreground: usize = (0..splits.train.len())
+        .map(|i| {
+            splits.train.samples[i]
+                .mask
+                .iter()
+                .filter(|&&l| l == 1)
+                .count()
+        })
+        .sum();
+    assert_eq!(foreground, 2 * 32);
+    Ok(())
+}
