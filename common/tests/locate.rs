@@ -6,7 +6,9 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Result};
-use common::data::locate::{locate, DataSetSpec, Origin, DATA_DIR_ENV};
+use common::data::locate::{
+    confirm_download_from, locate, Consent, DataSetSpec, NotDownloaded, Origin, DATA_DIR_ENV,
+};
 use common::data::SHARED_DATA_ENV;
 use common::workspace::{root_above, workspace_root};
 
@@ -90,6 +92,17 @@ fn search_order_and_errors() -> Result<()> {
     // Online, the hook downloads into the workspace's data/.
     std::env::remove_var("SEGKIT_OFFLINE");
     std::env::remove_var("HF_HUB_OFFLINE");
+    // A hook that was not allowed to download (no yes) is no failure: the banner says why.
+    let declined = |_: &Path| -> Result<PathBuf> {
+        Err(NotDownloaded("the toy set (2.0 GB) needs --download".into()).into())
+    };
+    let located = locate(&spec(Some(&declined)), None)?;
+    assert_eq!(located.origin, Origin::Generated);
+    let banner = &located.banner;
+    assert!(
+        banner.contains("needs --download") && !banner.contains("failed"),
+        "{banner}"
+    );
     let located = locate(&spec(Some(&fetch)), None)?;
     assert!(called.get());
     assert_eq!(located.origin, Origin::Downloaded);
@@ -131,5 +144,47 @@ fn search_order_and_errors() -> Result<()> {
         "{err}"
     );
     std::env::remove_var(DATA_DIR_ENV);
+    Ok(())
+}
+
+fn consent(into: &Path) -> Consent<'_> {
+    Consent {
+        what: "the toy set (toy.tar)",
+        bytes: 1_999_639_040,
+        into,
+        flag: "--download",
+    }
+}
+
+#[test]
+fn a_large_download_asks_once_and_the_flag_answers_yes() -> Result<()> {
+    let into = Path::new("/somewhere/data");
+    let ask = consent(into);
+    // The flag: no question, even with a terminal that would say no.
+    let mut no = std::io::Cursor::new(b"n\n".to_vec());
+    confirm_download_from(&ask, true, Some(&mut no))?;
+    assert_eq!(no.position(), 0, "the terminal was read");
+    // A terminal: Enter, y and yes say yes; anything else no.
+    for answer in ["\n", "y\n", "YES\n", ""] {
+        let mut terminal = std::io::Cursor::new(answer.as_bytes().to_vec());
+        confirm_download_from(&ask, false, Some(&mut terminal))?;
+    }
+    let mut terminal = std::io::Cursor::new(b"no\n".to_vec());
+    let err = confirm_download_from(&ask, false, Some(&mut terminal)).unwrap_err();
+    assert!(err.downcast_ref::<NotDownloaded>().is_some(), "{err:#}");
+    assert!(format!("{err}").contains("--download"), "{err}");
+    // No terminal and no flag: no question; the error says what, how big and the flag.
+    let err = confirm_download_from(&ask, false, None).unwrap_err();
+    assert!(err.downcast_ref::<NotDownloaded>().is_some(), "{err:#}");
+    let text = format!("{err}");
+    for needle in [
+        "toy.tar",
+        "2.0 GB",
+        "--download",
+        "no terminal",
+        "/somewhere/data",
+    ] {
+        assert!(text.contains(needle), "{text:?} lacks {needle:?}");
+    }
     Ok(())
 }

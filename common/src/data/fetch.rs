@@ -4,6 +4,9 @@
 //!
 //! A download streams into `<dest>.part` and is renamed to `dest` only when it is
 //! complete and its hash matches, so a file under the final name is always whole.
+//! [`fetch_archive`] does the same for one large archive (resuming it, through
+//! `common::data::manifest`) and unpacks it through a temporary folder renamed into
+//! place, so a set is never half-extracted under its final name.
 
 use std::fs::File;
 use std::io::{BufReader, Read, Write};
@@ -250,6 +253,78 @@ pub fn extract(archive: &Path, into: &Path) -> Result<()> {
         }
         Kind::Tar => extract_tar(BufReader::new(file), archive, into),
     }
+}
+
+/// One archive that holds a data set (PASCAL VOC's tar): where it is, its size and hash.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ArchiveSource {
+    pub url: String,
+    /// 64 hex digits.
+    pub sha256: String,
+    pub bytes: u64,
+    /// The archive's file name in the data folder (`VOCtrainval_11-May-2012.tar`).
+    pub file_name: String,
+}
+
+impl ArchiveSource {
+    /// `data/<file_name>`: where the archive is kept.
+    pub fn archive_path(&self, data: &Path) -> PathBuf {
+        data.join(&self.file_name)
+    }
+
+    /// True when the archive is already in `data` at its full size (its hash is checked
+    /// before use).
+    pub fn is_downloaded(&self, data: &Path) -> bool {
+        self.archive_path(data)
+            .metadata()
+            .is_ok_and(|m| m.is_file() && m.len() == self.bytes)
+    }
+}
+
+/// Downloads `source` into `data/<file_name>` (one progress bar; resumed from a
+/// `.part` file with a `Range` request, retried when it breaks off, sha256- and
+/// size-checked: the code of `common::data::manifest`), keeps it there, then extracts
+/// it into `data/.<file_name>.extracting/` and renames the folder `inner` of it
+/// (`VOCdevkit/VOC2012`) to `data/<inner>`, which it returns. An archive already
+/// whole in `data` is not fetched again.
+pub fn fetch_archive(
+    source: &ArchiveSource,
+    data: &Path,
+    inner: &Path,
+    options: &crate::data::manifest::FetchOptions,
+) -> Result<PathBuf> {
+    use crate::data::manifest::{fetch_manifest, Manifest};
+    let final_dir = data.join(inner);
+    if final_dir.exists() {
+        anyhow::bail!(
+            "cannot unpack {} into {final_dir:?}: it exists already",
+            source.file_name
+        );
+    }
+    let line = format!(
+        "{}\t{}\t{}\t{}\n",
+        source.url, source.sha256, source.bytes, source.file_name
+    );
+    let manifest = Manifest::parse(&source.url, &line)?;
+    fetch_manifest(&manifest, data, options)?;
+    let archive = source.archive_path(data);
+    let temp = data.join(format!(".{}.extracting", source.file_name));
+    if temp.exists() {
+        std::fs::remove_dir_all(&temp).with_context(|| format!("cannot remove {temp:?}"))?;
+    }
+    extract(&archive, &temp)?;
+    let unpacked = temp.join(inner);
+    if !unpacked.is_dir() {
+        anyhow::bail!("{archive:?} holds no folder {inner:?}: it is not the archive expected");
+    }
+    if let Some(parent) = final_dir.parent() {
+        std::fs::create_dir_all(parent)
+            .with_context(|| format!("cannot create folder {parent:?}"))?;
+    }
+    std::fs::rename(&unpacked, &final_dir)
+        .with_context(|| format!("cannot rename {unpacked:?} to {final_dir:?}"))?;
+    std::fs::remove_dir_all(&temp).with_context(|| format!("cannot remove {temp:?}"))?;
+    Ok(final_dir)
 }
 
 /// `relative` as a path inside the target folder, or `None` when it would leave it.

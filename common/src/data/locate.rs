@@ -3,6 +3,10 @@
 //! then the course's shared folder (`$SEGKIT_SHARED_DATA` or `../shared/data`), then a
 //! download into `data/` when a source is known and the network is allowed, else the
 //! program's generated set, announced in one banner.
+//!
+//! A large download asks first ([`confirm_download`]): in a terminal once, `[Y/n]`; a
+//! flag answers yes; without either the hook returns [`NotDownloaded`] and the banner
+//! says what is missing, how big it is and which flag fetches it.
 
 use std::path::{Path, PathBuf};
 
@@ -102,6 +106,7 @@ pub fn locate_noting(
     if let Some(download) = spec.download {
         match try_download(spec, download, offline_help) {
             Ok(root) => return Ok(found(Origin::Downloaded, root)),
+            Err(err) if err.downcast_ref::<NotDownloaded>().is_some() => why = format!("{err:#}"),
             Err(err) => why = format!("the download failed: {err:#}"),
         }
     }
@@ -137,6 +142,83 @@ fn try_download(
     }
     let written = download(&workspace_data_dir())?;
     (spec.find_root)(&written).with_context(|| format!("after downloading into {written:?}"))
+}
+
+/// A download that was not made because nobody said yes to it (not a failure): its
+/// text says what is missing, how big it is and how to fetch it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NotDownloaded(pub String);
+
+impl std::fmt::Display for NotDownloaded {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for NotDownloaded {}
+
+/// A large download a program asks about before it starts.
+#[derive(Debug, Clone, Copy)]
+pub struct Consent<'a> {
+    /// What would be fetched (`"PASCAL VOC 2012 (VOCtrainval_11-May-2012.tar)"`).
+    pub what: &'a str,
+    /// Its size in bytes.
+    pub bytes: u64,
+    /// Where it would go.
+    pub into: &'a Path,
+    /// The flag that answers yes (`"--download"`).
+    pub flag: &'a str,
+}
+
+/// Asks once on the terminal before the download `consent` describes: `Ok` when `yes`
+/// (the flag was given) or the answer is empty, `y` or `yes`; else [`NotDownloaded`].
+/// Without a terminal on stdin it does not ask and returns [`NotDownloaded`] naming the flag.
+pub fn confirm_download(consent: &Consent, yes: bool) -> Result<()> {
+    use std::io::IsTerminal;
+    let stdin = std::io::stdin();
+    if yes || !stdin.is_terminal() {
+        return confirm_download_from(consent, yes, None);
+    }
+    let mut lock = stdin.lock();
+    confirm_download_from(consent, yes, Some(&mut lock))
+}
+
+/// [`confirm_download`] with the terminal given: `None` when there is none, else where
+/// the answer is read from (tests pass a `Cursor`).
+pub fn confirm_download_from(
+    consent: &Consent,
+    yes: bool,
+    terminal: Option<&mut dyn std::io::BufRead>,
+) -> Result<()> {
+    let Consent {
+        what,
+        bytes,
+        into,
+        flag,
+    } = *consent;
+    let size = format!("{:.1} GB", bytes as f64 / 1e9);
+    if yes {
+        return Ok(());
+    }
+    let Some(terminal) = terminal else {
+        return Err(NotDownloaded(format!(
+            "{what} ({size}) is not downloaded without a yes: there is no terminal to ask, \
+             so pass {flag} to fetch it into {into:?}"
+        ))
+        .into());
+    };
+    eprint!("{what} is not on this machine. Download it ({size}) into {into:?} now? [Y/n] ");
+    let mut answer = String::new();
+    terminal
+        .read_line(&mut answer)
+        .context("cannot read the answer from the terminal")?;
+    match answer.trim().to_ascii_lowercase().as_str() {
+        "" | "y" | "yes" => Ok(()),
+        _ => Err(NotDownloaded(format!(
+            "{what} ({size}) was not downloaded: the answer was no; pass {flag} to fetch it into {into:?}"
+        ))
+        .into()),
+    }
 }
 
 fn found(origin: Origin, root: PathBuf) -> Located {
