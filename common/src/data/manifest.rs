@@ -36,6 +36,9 @@ use crate::Result;
 /// The folder, inside a fetched set, that keeps the downloaded archives.
 pub const ARCHIVE_DIR: &str = ".downloads";
 
+/// A base URL that replaces the host of every manifest URL (a mirror keeping the paths).
+pub const MIRROR_ENV: &str = "SEGKIT_MIRROR";
+
 /// One file of a manifest.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Entry {
@@ -106,6 +109,20 @@ impl Manifest {
             file: file.to_string(),
             entries,
         })
+    }
+
+    /// The same manifest with every URL's `scheme://host` replaced by `base`
+    /// (`https://raw.githubusercontent.com/o/r/c/f` -> `<base>/o/r/c/f`): a mirror
+    /// that keeps the original paths. The hashes and sizes stay, so a mirror cannot
+    /// change what is accepted.
+    pub fn mirrored(mut self, base: &str) -> Manifest {
+        let base = base.trim_end_matches('/');
+        for entry in &mut self.entries {
+            let after_scheme = entry.url.split_once("://").map_or("", |(_, rest)| rest);
+            let path = after_scheme.split_once('/').map_or("", |(_, path)| path);
+            entry.url = format!("{base}/{path}");
+        }
+        self
     }
 
     /// The sum of the listed sizes.
@@ -639,9 +656,14 @@ pub struct ManifestSet {
 }
 
 impl ManifestSet {
-    /// The parsed manifest, named `data/manifests/<name>.tsv` in messages.
+    /// The parsed manifest, named `data/manifests/<name>.tsv` in messages, its URLs
+    /// pointed at `$SEGKIT_MIRROR` when that is set ([`Manifest::mirrored`]).
     pub fn manifest(&self) -> Result<Manifest> {
-        Manifest::parse(&format!("data/manifests/{}.tsv", self.name), self.text)
+        let manifest = Manifest::parse(&format!("data/manifests/{}.tsv", self.name), self.text)?;
+        Ok(match std::env::var(MIRROR_ENV) {
+            Ok(base) if !base.is_empty() => manifest.mirrored(&base),
+            _ => manifest,
+        })
     }
 
     /// The `DataSetSpec.download` hook: fetches the set into `data/<name>/` and returns
@@ -685,6 +707,17 @@ impl ManifestSet {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_mirror_keeps_paths_hashes_and_sizes() -> Result<()> {
+        let hash = "1".repeat(64);
+        let text = format!("https://raw.example.com/o/r/c/seg/a.png\t{hash}\t7\tseg/a.png\n");
+        let manifest = Manifest::parse("t.tsv", &text)?.mirrored("http://127.0.0.1:9/m/");
+        let entry = &manifest.entries[0];
+        assert_eq!(entry.url, "http://127.0.0.1:9/m/o/r/c/seg/a.png");
+        assert_eq!((entry.sha256.as_str(), entry.bytes), (hash.as_str(), 7));
+        Ok(())
+    }
 
     #[test]
     fn targets_follow_the_unpacking_rule() -> Result<()> {
