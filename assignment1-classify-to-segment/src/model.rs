@@ -172,6 +172,7 @@ impl Classifier {
 /// # Shapes
 /// weights `(out, channels*25) -> (out, channels, 5, 5)`, then `(out, in) -> (out, in, 1, 1)`
 pub fn convolutionalize(dense: &[Linear], channels: usize) -> Result<Vec<Conv2d>> {
+    // BEGIN SOLUTION a1.convolutionalize the first dense layer reads (channels, 5, 5), each later one a (width, 1, 1) vector
     let mut in_shape = (channels, FEATURE_SIZE, FEATURE_SIZE);
     let mut head = Vec::with_capacity(dense.len());
     for layer in dense {
@@ -180,6 +181,7 @@ pub fn convolutionalize(dense: &[Linear], channels: usize) -> Result<Vec<Conv2d>
         head.push(conv);
     }
     Ok(head)
+    // END SOLUTION
 }
 
 impl Module for Classifier {
@@ -195,6 +197,7 @@ impl Module for Classifier {
                  use the FCN for larger images"
             ),
         }
+        // BEGIN SOLUTION a1.classifier_forward the trunk, flatten in (C, H, W) order, then the dense layers with ELU between them
         // (N, 3, 32, 32) -> (N, C2, 5, 5) -> (N, C2*25), flattened in (C, H, W) order
         let mut xs = self.trunk.forward(xs)?.flatten_from(1)?;
         for (i, layer) in self.dense.iter().enumerate() {
@@ -204,6 +207,7 @@ impl Module for Classifier {
             }
         }
         Ok(xs)
+        // END SOLUTION
     }
 }
 
@@ -227,6 +231,7 @@ impl Module for Fcn {
                 "the FCN takes (N, 3, H, W) images with H, W >= {PATCH_SIZE}, got shape {dims:?}"
             ),
         }
+        // BEGIN SOLUTION a1.fcn the trunk, then the convolutionalized head with ELU between its layers
         let mut xs = self.trunk.forward(xs)?;
         for (i, conv) in self.head.iter().enumerate() {
             xs = conv.forward(&xs)?;
@@ -235,6 +240,7 @@ impl Module for Fcn {
             }
         }
         Ok(xs)
+        // END SOLUTION
     }
 }
 

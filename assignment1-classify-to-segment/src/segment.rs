@@ -83,8 +83,10 @@ fn image_dims(padded: &Tensor) -> anyhow::Result<(usize, usize)> {
 /// `(1, 3, H, W) -> (2, floor((H-32)/4)+1, floor((W-32)/4)+1)`
 pub fn fcn_map(fcn: &Fcn, padded: &Tensor) -> anyhow::Result<Array3<f32>> {
     image_dims(padded)?;
+    // BEGIN SOLUTION a1.fcn one forward pass of the FCN, the batch axis dropped, to the host
     // (1, 2, R, C) -> (2, R, C)
     to_host(&fcn.forward(padded)?.squeeze(0)?)
+    // END SOLUTION
 }
 
 /// The classifier applied to every 32x32 crop at `stride`, `batch_size` crops
@@ -103,6 +105,7 @@ pub fn sliding_window(
     if stride == 0 || batch_size == 0 {
         anyhow::bail!("stride and batch size must be at least 1, got {stride} and {batch_size}");
     }
+    // BEGIN SOLUTION a1.sliding_window the classifier on every 32x32 crop at the stride, batch_size crops per forward pass
     let (rows, cols) = ((h - PATCH_SIZE) / stride + 1, (w - PATCH_SIZE) / stride + 1);
     let device = padded.device();
     // (1, 3, H, W) -> host (3, H, W); crops are cut host-side and sent per batch.
@@ -125,6 +128,7 @@ pub fn sliding_window(
     }
     bar.finish_and_clear();
     Ok(map)
+    // END SOLUTION
 }
 
 /// The 32x32 crops of `image` whose corners are `(stride*r, stride*c)` for each

@@ -188,6 +188,7 @@ pub fn pick_pixels(
     per_class: usize,
     rng: &mut StdRng,
 ) -> Vec<(usize, usize, u8)> {
+    // BEGIN SOLUTION a3.sparse_sampling up to per_class distinct random pixels of every class present, never 255, in class order
     let mut by_class: Vec<Vec<(usize, usize)>> = vec![Vec::new(); 256];
     for ((y, x), &label) in mask.indexed_iter() {
         if label != IGNORE_LABEL {
@@ -206,6 +207,7 @@ pub fn pick_pixels(
         }
     }
     picked
+    // END SOLUTION
 }
 
 /// How many pixels of each class an image gives, and the run's seed.
@@ -263,6 +265,7 @@ pub fn hypercolumns_at(
     width: usize,
     pixels: &[(usize, usize)],
 ) -> anyhow::Result<Array2<f32>> {
+    // BEGIN SOLUTION a3.hypercolumns every tap bilinearly interpolated at each pixel, the taps' channels side by side
     let z: usize = taps
         .iter()
         .map(|t| t.dim(1))
@@ -298,4 +301,5 @@ pub fn hypercolumns_at(
         offset += c;
     }
     Ok(out)
+    // END SOLUTION
 }

@@ -331,6 +331,7 @@ pub fn finetune(
     let counts = label_counts(images, conv_head.n_classes()?)?;
     let weights = cfg.class_weights.weights(&counts, device)?;
     let (mut adam, train) = optimizer(varmap, cfg, cfg.epochs * batches.batches_per_epoch())?;
+    // BEGIN SOLUTION a3.finetune pixel-wise cross-entropy of the conv head on whole images' taps, through fit
     let (fh, fw) = images[0].feature_size()?;
     let loss_fn = |(taps, labels): &(Vec<Tensor>, Tensor)| -> candle::Result<Tensor> {
         let logits = conv_head.forward_taps(taps, fh, fw)?; // (B, K, fh, fw)
@@ -339,6 +340,7 @@ pub fn finetune(
     fit(
         &train, varmap, &mut adam, &batches, device, loss_fn, validate,
     )
+    // END SOLUTION
 }
 
 /// What every checkpoint of a run records besides the weights: enough for `evaluate`

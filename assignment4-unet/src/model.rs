@@ -55,7 +55,9 @@ impl ModuleT for Down {
     /// # Shapes
     /// `(N, C_in, H, W) -> (N, C_out, H/2, W/2)`
     fn forward_t(&self, xs: &Tensor, train: bool) -> Result<Tensor> {
+        // BEGIN SOLUTION a4.parts Down: 2x2 max-pool, then the double conv
         self.conv.forward_t(&max_pool2d(xs, 2)?, train)
+        // END SOLUTION
     }
 }
 
@@ -106,6 +108,7 @@ impl Up {
     /// `xs (N, C, h, w)`, `skip (N, C_skip, H, W)` with `H >= 2h`, `W >= 2w`
     /// -> `(N, C_out, H, W)`
     pub fn forward_t(&self, xs: &Tensor, skip: &Tensor, train: bool) -> Result<Tensor> {
+        // BEGIN SOLUTION a4.parts Up: upsample x2, pad to the skip's size, concatenate [skip, up], double conv
         let up = match &self.up {
             Upsampling::Bilinear => upsample_bilinear_align_corners(xs, 2)?,
             Upsampling::Transposed(conv) => conv.forward(xs)?,
@@ -115,6 +118,7 @@ impl Up {
         // (N, C_skip, H, W) ++ (N, C_up, H, W) -> (N, C_skip + C_up, H, W)
         let xs = Tensor::cat(&[skip, &up], 1)?;
         self.conv.forward_t(&xs, train)
+        // END SOLUTION
     }
 }
 
@@ -139,7 +143,9 @@ impl OutConv {
 
 impl Module for OutConv {
     fn forward(&self, xs: &Tensor) -> Result<Tensor> {
+        // BEGIN SOLUTION a4.parts OutConv: the 1x1 convolution
         self.conv.forward(xs)
+        // END SOLUTION
     }
 }
 
@@ -214,6 +220,7 @@ impl ModuleT for UNet {
         if h < 16 || w < 16 {
             candle::bail!("U-Net needs inputs of at least 16x16 (four 2x2 pools), got {h}x{w}");
         }
+        // BEGIN SOLUTION a4.unet_forward inc and four Downs, then four Ups each with its skip, then outc
         // Encoder: x1 (N, w, H, W), x2 (N, 2w, H/2, W/2), ... x5 (N, 16w/f, H/16, W/16).
         let x1 = self.inc.forward_t(xs, train)?;
         let x2 = self.downs[0].forward_t(&x1, train)?;
@@ -226,6 +233,7 @@ impl ModuleT for UNet {
         let ys = self.ups[2].forward_t(&ys, &x2, train)?;
         let ys = self.ups[3].forward_t(&ys, &x1, train)?;
         self.outc.forward(&ys)
+        // END SOLUTION
     }
 }
 

@@ -68,6 +68,7 @@ pub fn pixel_cross_entropy(
 ) -> Result<Tensor> {
     let what = "pixel_cross_entropy";
     let (k, targets, valid) = prepare(logits, targets, what)?;
+    // BEGIN SOLUTION a2.cross_entropy -log softmax at the label, weighted, averaged over the pixels not labelled 255 (0 when none)
     // Ignored pixels read class 0; their term is masked out below.
     let safe = valid.where_cond(&targets, &targets.zeros_like()?)?; // (N, H, W) u32
                                                                     // (N, K, H, W) -> (N, 1, H, W) -> (N, H, W)
@@ -98,6 +99,7 @@ pub fn pixel_cross_entropy(
         .eq(0.0)?
         .where_cond(&denominator.ones_like()?, &denominator)?;
     total / denominator
+    // END SOLUTION
 }
 
 /// Soft Dice loss `1 - (1/K) Σ_k (2 Σ y ŷ + ε) / (Σ y + Σ ŷ + ε)`, with `ŷ` the
@@ -115,6 +117,7 @@ pub fn dice_loss(logits: &Tensor, targets: &Tensor, eps: f64) -> Result<Tensor> 
         bail!("{what}: eps must be non-negative, got {eps}");
     }
     let (k, targets, valid) = prepare(logits, targets, what)?;
+    // BEGIN SOLUTION a4.dice softmax probabilities against one-hot targets, ignored pixels out of every sum, mean over classes
     let dtype = logits.dtype();
     let probs = candle_nn::ops::softmax(logits, 1)?; // (N, K, H, W)
                                                      // (N, H, W) -> (N, 1, H, W)
@@ -133,6 +136,7 @@ pub fn dice_loss(logits: &Tensor, targets: &Tensor, eps: f64) -> Result<Tensor> 
     let prob_sum = per_class(&probs)?;
     let dice = ((intersection * 2.0)? + eps)?.div(&((target_sum + prob_sum)? + eps)?)?;
     dice.mean_all()?.affine(-1.0, 1.0)
+    // END SOLUTION
 }
 
 /// Cross-entropy plus soft Dice (ε = 1): `pixel_cross_entropy(logits, targets,

@@ -176,18 +176,22 @@ impl ConfusionMatrix {
     /// counted as 0 or 1. A class predicted but absent from the truth counts with
     /// IoU 0. NaN when no class occurs.
     pub fn mean_iou(&self) -> f64 {
+        // BEGIN SOLUTION a3.miou the mean of iou_per_class over the classes that occur
         mean_of_some(&self.iou_per_class())
+        // END SOLUTION
     }
 
     /// Frequency-weighted IoU: `sum_c (truth pixels of c / all pixels) * IoU_c`
     /// (FCN paper). NaN when nothing was counted.
     pub fn fw_iou(&self) -> f64 {
+        // BEGIN SOLUTION a3.miou each class's IoU weighted by its share of the truth pixels
         let total = self.total() as f64;
         self.iou_per_class()
             .iter()
             .enumerate()
             .map(|(c, iou)| self.truth_count(c) as f64 / total * iou.unwrap_or(0.0))
             .sum()
+        // END SOLUTION
     }
 
     /// Dice (F1) of each class, `2 tp / (truth + predicted)`; `None` when the class

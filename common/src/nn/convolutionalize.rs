@@ -32,6 +32,7 @@ pub fn convolutionalize(
             c * kh * kw
         );
     }
+    // BEGIN SOLUTION a1.convolutionalize reshape the Linear weight into a k x k kernel (PyTorch flattens C, then H, then W)
     // (out, C*k*k) -> (out, C, k, k): row-major reshape = PyTorch's flatten order.
     let conv_weight = weight.reshape((out, c, kh, kw))?;
     let config = ConvConfig {
@@ -39,6 +40,7 @@ pub fn convolutionalize(
         ..Default::default()
     };
     Conv2d::new(conv_weight, bias.cloned(), config)
+    // END SOLUTION
 }
 
 /// [`convolutionalize`] for a `candle_nn::Linear`.

@@ -1,0 +1,170 @@
+//! `cargo xtask handout --assignment N|all --out DIR [--autograder FILE]` and
+//! `cargo xtask grade --submission DIR [--assignment N|all] [--out DIR]`;
+//! `cargo xtask check` checks `course.toml` and the markers only.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context, Result};
+use xtask::course::{Course, Scope};
+use xtask::grade::{self, Workdir};
+use xtask::{handout, report, tree};
+
+const USAGE: &str = "usage:
+  cargo xtask handout --assignment N|all --out DIR [--autograder FILE]
+  cargo xtask grade --submission DIR [--assignment N|all] [--out DIR] [--target-dir DIR] [--time-limit SECONDS]
+      (DIR may also be a folder of submissions, one sub-folder each: one CSV for all)
+  cargo xtask check";
+
+/// `--flag value` pairs after the command.
+struct Flags(Vec<(String, String)>);
+
+impl Flags {
+    fn parse(args: &[String]) -> Result<Self> {
+        let mut pairs = Vec::new();
+        let mut it = args.iter();
+        while let Some(flag) = it.next() {
+            let Some(name) = flag.strip_prefix("--") else {
+                bail!("unexpected argument {flag:?}\n{USAGE}")
+            };
+            let value = it
+                .next()
+                .with_context(|| format!("--{name} needs a value\n{USAGE}"))?;
+            pairs.push((name.to_owned(), value.clone()));
+        }
+        Ok(Flags(pairs))
+    }
+
+    fn get(&self, name: &str) -> Option<&str> {
+        self.0
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.as_str())
+    }
+
+    fn need(&self, name: &str) -> Result<&str> {
+        self.get(name)
+            .with_context(|| format!("--{name} is required\n{USAGE}"))
+    }
+
+    fn only(&self, known: &[&str]) -> Result<()> {
+        match self.0.iter().find(|(n, _)| !known.contains(&n.as_str())) {
+            Some((n, _)) => bail!("unknown flag --{n}\n{USAGE}"),
+            None => Ok(()),
+        }
+    }
+}
+
+fn main() -> Result<()> {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let root = tree::workspace_root()?;
+    match args.first().map(String::as_str) {
+        Some("handout") => handout_command(&root, &Flags::parse(&args[1..])?),
+        Some("grade") => grade_command(&root, &Flags::parse(&args[1..])?),
+        Some("check") => {
+            let course = Course::load(&root)?;
+            let regions: usize = course.regions.values().map(Vec::len).sum();
+            println!(
+                "{}: {} tasks, {regions} regions in {} files: ok",
+                course.file.course.name,
+                course.file.task.len(),
+                course.regions.len()
+            );
+            Ok(())
+        }
+        _ => bail!("{USAGE}"),
+    }
+}
+
+fn handout_command(root: &Path, flags: &Flags) -> Result<()> {
+    flags.only(&["assignment", "out", "autograder"])?;
+    let course = Course::load(root)?;
+    let scope = Scope::parse(flags.need("assignment")?)?;
+    if let Scope::One(n) = scope {
+        course.assignment(n)?;
+    }
+    let out = PathBuf::from(flags.need("out")?);
+    let autograder = match flags.get("autograder") {
+        Some(path) => PathBuf::from(path),
+        None => {
+            let name = out
+                .file_name()
+                .context("--out needs a folder name")?
+                .to_string_lossy();
+            out.with_file_name(format!("{name}-autograder.zip"))
+        }
+    };
+    handout::write_handout(&course, scope, &out, &autograder)?;
+    println!(
+        "handout of assignment {} in {}",
+        scope.label(),
+        out.display()
+    );
+    println!("autograder for Gradescope in {}", autograder.display());
+    Ok(())
+}
+
+fn grade_command(root: &Path, flags: &Flags) -> Result<()> {
+    flags.only(&[
+        "submission",
+        "assignment",
+        "out",
+        "target-dir",
+        "time-limit",
+    ])?;
+    let course = Course::load(root)?;
+    let submission = PathBuf::from(flags.need("submission")?);
+    let given = flags.get("assignment").map(Scope::parse).transpose()?;
+    let target_dir = flags
+        .get("target-dir")
+        .map_or_else(|| root.join("target/handout"), PathBuf::from);
+    let work = Workdir::new(&std::path::absolute(target_dir)?);
+    let time_limit = match flags.get("time-limit") {
+        Some(s) => s
+            .parse()
+            .with_context(|| format!("--time-limit takes seconds, got {s:?}"))?,
+        None => course.file.course.time_limit_s,
+    };
+    let is_one =
+        submission.join("Cargo.toml").is_file() || submission.join(handout::HANDOUT_FILE).is_file();
+    if is_one {
+        let out = flags
+            .get("out")
+            .map_or_else(|| submission.join("grade"), PathBuf::from);
+        let scope = grade::scope_of(&submission, given)?;
+        let grade = grade::grade(&course, &submission, scope, &work, time_limit)?;
+        report::write(&grade, &out)?;
+        print!("{}", report::table(&grade));
+        println!(
+            "results.json and grade.md in {} ({:.0} s)",
+            out.display(),
+            grade.seconds
+        );
+        return Ok(());
+    }
+    let students = grade::submissions_in(&submission)?;
+    if students.is_empty() {
+        bail!("{submission:?} is neither a submission (no Cargo.toml) nor a folder of submissions");
+    }
+    let out = flags
+        .get("out")
+        .map_or_else(|| submission.join("grades"), PathBuf::from);
+    let mut grades = Vec::new();
+    for dir in students {
+        let student = dir
+            .file_name()
+            .context("a submission folder name")?
+            .to_string_lossy()
+            .into_owned();
+        let scope = grade::scope_of(&dir, given)?;
+        let grade = grade::grade(&course, &dir, scope, &work, time_limit)?;
+        report::write(&grade, &out.join(&student))?;
+        println!("{student}: {} of {}", grade.score(), grade.max_score());
+        grades.push((student, grade));
+    }
+    std::fs::write(out.join("grades.csv"), report::csv(&grades))?;
+    println!(
+        "grades.csv, and results.json and grade.md per student, in {}",
+        out.display()
+    );
+    Ok(())
+}
