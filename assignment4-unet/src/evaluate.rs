@@ -1,13 +1,14 @@
 //! Evaluation of a U-Net on whole images: the confusion matrix and its figures
 //! (`common::metrics::Scores`: Dice and IoU per class, pixel accuracy, ...), the
 //! mean Dice/IoU over the foreground classes 1.. (as the reference's `evaluate.py`),
-//! the prediction pictures, and the `evaluate` subcommand on a saved run.
+//! the challenge's Rand score `V_rand` for two-class (membrane/cell) sets, the
+//! prediction pictures, and the `evaluate` subcommand on a saved run.
 
 use std::path::Path;
 
 use anyhow::bail;
 use candle::Device;
-use common::data::image_io::{image_to_tensor, mask_to_tensor, save_palette_mask};
+use common::data::image_io::{image_to_tensor, mask_to_tensor, save_palette_mask, tensor_to_mask};
 use common::data::Dataset;
 use common::device::open_device;
 use common::metrics::{ConfusionMatrix, Scores};
@@ -19,6 +20,7 @@ use crate::config::EvaluateConfig;
 use crate::data::{locate_data, open_splits};
 use crate::model::{count_parameters, UNet};
 use crate::predict::{load_model, predict_logits, predict_mask};
+use crate::rand_score::{RandCounts, RandScore};
 use crate::report::EvaluateReport;
 
 /// The figures of one evaluation on whole images.
@@ -32,6 +34,8 @@ pub struct Metrics {
     pub loss: f64,
     /// Number of images evaluated.
     pub n_images: usize,
+    /// The foreground-restricted Rand scores, cells (class 1) as segments; two-class sets only.
+    pub rand: Option<RandScore>,
     /// Class names, index = label.
     pub class_names: Vec<String>,
     /// The confusion matrix's figures (per-class values keyed by class name).
@@ -39,18 +43,15 @@ pub struct Metrics {
 }
 
 impl Metrics {
-    /// The figures of a filled confusion matrix.
-    pub fn from_confusion(
-        cm: &ConfusionMatrix,
-        class_names: &[String],
-        loss: f64,
-        n_images: usize,
-    ) -> Result<Self> {
+    /// The figures of a finished [`Tally`].
+    pub fn from_evaluation(tally: &Tally, class_names: &[String]) -> Result<Self> {
+        let cm = &tally.confusion;
         Ok(Self {
             dice: foreground_mean(&cm.dice_per_class()),
             iou: foreground_mean(&cm.iou_per_class()),
-            loss,
-            n_images,
+            loss: tally.loss_sum / tally.n_images.max(1) as f64,
+            n_images: tally.n_images,
+            rand: (class_names.len() == 2).then(|| tally.rand.score()),
             class_names: class_names.to_vec(),
             scores: cm.scores(class_names)?,
         })
@@ -80,34 +81,46 @@ fn foreground_mean(values: &[Option<f64>]) -> f64 {
     }
 }
 
+/// What an evaluation adds up over the images.
+#[derive(Debug, Clone)]
+pub struct Tally {
+    pub confusion: ConfusionMatrix,
+    /// The Rand counts with class 1 (cells) as segments.
+    pub rand: RandCounts,
+    pub loss_sum: f64,
+    pub n_images: usize,
+}
+
 /// Runs `model` (evaluation mode) on every whole image of `ds`, one at a time,
-/// and returns the filled confusion matrix and the mean loss.
-pub fn confusion_on(
-    model: &UNet,
-    ds: &dyn Dataset,
-    device: &Device,
-) -> Result<(ConfusionMatrix, f64)> {
-    let n_classes = model.config().n_classes;
-    let mut cm = ConfusionMatrix::new(n_classes);
-    let mut loss_sum = 0.0;
+/// and adds up the confusion matrix, the Rand counts and the loss.
+pub fn tally_on(model: &UNet, ds: &dyn Dataset, device: &Device) -> Result<Tally> {
+    let mut tally = Tally {
+        confusion: ConfusionMatrix::new(model.config().n_classes),
+        rand: RandCounts::default(),
+        loss_sum: 0.0,
+        n_images: ds.len(),
+    };
     for index in 0..ds.len() {
         let sample = ds.get(index)?;
         let xs = image_to_tensor(&sample.image, device)?.unsqueeze(0)?; // (1, C, H, W)
         let truth = mask_to_tensor(&sample.mask, device)?.unsqueeze(0)?; // (1, H, W)
         let logits = predict_logits(model, &xs)?; // (1, K, H, W)
-        loss_sum += common::loss::ce_dice_loss(&logits, &truth, None)?
+        tally.loss_sum += common::loss::ce_dice_loss(&logits, &truth, None)?
             .to_dtype(candle::DType::F64)?
             .to_scalar::<f64>()?;
         let pred = logits.argmax(1)?; // (1, H, W) u32
-        cm.update_tensors(&pred, &truth)?;
+        tally.confusion.update_tensors(&pred, &truth)?;
+        let pred_mask = tensor_to_mask(&pred.squeeze(0)?)?; // (H, W)
+        tally
+            .rand
+            .add(RandCounts::of_masks(&sample.mask, &pred_mask, 1));
     }
-    Ok((cm, loss_sum / ds.len().max(1) as f64))
+    Ok(tally)
 }
 
-/// Evaluates `model` on `ds` (see [`confusion_on`]) into [`Metrics`].
+/// Evaluates `model` on `ds` (see [`tally_on`]) into [`Metrics`].
 pub fn evaluate_model(model: &UNet, ds: &dyn Dataset, device: &Device) -> Result<Metrics> {
-    let (cm, loss) = confusion_on(model, ds, device)?;
-    Metrics::from_confusion(&cm, ds.class_names(), loss, ds.len())
+    Metrics::from_evaluation(&tally_on(model, ds, device)?, ds.class_names())
 }
 
 /// Writes `image | truth | prediction` panels, mask PNGs and overlays of the

@@ -7,6 +7,8 @@ pub mod data;
 pub mod evaluate;
 pub mod model;
 pub mod predict;
+pub mod rand_score;
 pub mod report;
 pub mod run;
+pub mod segments;
 pub mod training;

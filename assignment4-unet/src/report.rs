@@ -87,5 +87,11 @@ pub fn metrics_lines(metrics: &Metrics, n_parameters: usize) -> String {
         100.0 * metrics.scores.pixel_accuracy,
         metrics.n_images,
     ));
+    if let Some(rand) = metrics.rand {
+        text.push_str(&format!(
+            "\nV_rand {:.4} (split {:.4}, merge {:.4}; the ISBI 2012 challenge's foreground-restricted Rand score)",
+            rand.v_rand, rand.v_split, rand.v_merge
+        ));
+    }
     text
 }
