@@ -12,6 +12,8 @@ pub mod double_conv;
 pub mod gradcheck;
 pub mod ops;
 pub mod pool;
+pub mod receptive_field;
+pub mod unpool;
 pub mod upsample;
 
 /// `max(0, x)` with PyTorch's zero gradient at 0: the one ReLU of the course.
@@ -23,6 +25,8 @@ pub use conv::{
 pub use convolutionalize::{convolutionalize, convolutionalize_linear};
 pub use double_conv::{double_conv, double_conv_with_mid, DoubleConv};
 pub use pool::max_pool2d;
+pub use receptive_field::{receptive_field_table, Layer, LayerField, LayerKind, ReceptiveField};
+pub use unpool::{max_pool2d_with_indices, max_unpool2d};
 pub use upsample::{
     bilinear_matrix, linear_taps, resize_bilinear, resize_bilinear_by_matrices, upsample_nearest2d,
     LinearTap,
