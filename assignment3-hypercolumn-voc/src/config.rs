@@ -10,6 +10,7 @@ use common::cli::{RunArgs, SavedRunArgs};
 use common::run_dir::RunDir;
 use serde::{Deserialize, Serialize};
 
+use crate::data::DataSetChoice;
 use crate::model::Arch;
 use crate::training::ClassWeighting;
 
@@ -43,7 +44,14 @@ pub struct Config {
     /// Seed of sampling, initialisation and shuffling
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
-    /// Download PASCAL VOC 2012 (about 2 GB) into data/ when no data set is found
+    /// The data set: voc (PASCAL VOC 2012, 21 classes; 2 GB downloaded after a yes),
+    /// camvid (CamVid, 11 classes; 187 MB downloaded by its manifest) or a folder of
+    /// either layout [default: any set found in data/ or the shared data, else CamVid
+    /// downloaded, else generated]
+    #[arg(long, value_name = "voc|camvid|DIR", value_parser = parse_dataset)]
+    pub dataset: Option<DataSetChoice>,
+    /// Answer yes to downloading PASCAL VOC 2012 (2 GB) into data/ (with --dataset voc),
+    /// instead of asking in a terminal
     #[arg(long)]
     pub download: bool,
     /// Cache folder for sampled features, disk taps and the generated data set
@@ -246,4 +254,9 @@ pub fn parse_size(text: &str) -> anyhow::Result<(usize, usize)> {
         },
         None => bail!("size {text:?} must be HEIGHTxWIDTH (e.g. 180x240)"),
     }
+}
+
+/// Parses `--dataset`: `voc`, `camvid` or a folder.
+pub fn parse_dataset(text: &str) -> anyhow::Result<DataSetChoice> {
+    text.parse()
 }

@@ -127,7 +127,7 @@ pub fn evaluate(cfg: &EvaluateConfig) -> anyhow::Result<EvaluateReport> {
     trained.run.data_dir = cfg.data_dir.clone().or(trained.run.data_dir);
     trained.max_images = cfg.max_images.or(trained.max_images);
     trained.download = false;
-    let data = crate::data::open(&trained)?;
+    let data = crate::data::open_without_download(&trained)?;
     check_classes(&record, data.class_names())?;
     let (backbone, weights) =
         reload_backbone(&record.backbone, &cfg.backbone, trained.seed, &device)?;
