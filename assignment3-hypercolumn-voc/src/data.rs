@@ -187,8 +187,9 @@ pub fn download_voc(source: &ArchiveSource, data: &Path, yes: bool) -> anyhow::R
 /// What the banner adds for PASCAL VOC 2012 when downloads are off.
 fn voc_offline_help(source: &ArchiveSource, data: &Path) -> String {
     format!(
-        "PASCAL VOC 2012 is {} ({:.1} GB, sha256 {}) from {}; put it in {data:?} (the next run \
-         checks and unpacks it) or unpack it there so that {:?} exists",
+        "PASCAL VOC 2012 is {} ({:.1} GB, sha256 {}) from {}; put it in {data:?} (a run that \
+         may use the network checks and unpacks it without downloading) or unpack it there \
+         so that {:?} exists",
         source.file_name,
         source.bytes as f64 / 1e9,
         source.sha256,
