@@ -304,17 +304,28 @@ fn run_one(
     Ok((outcome, seconds))
 }
 
-/// Runs one test; `None` for the status when it ran past the limit (the whole
-/// process group is killed: tests that start programs leave nothing behind).
+/// Runs one test by its exact name under the time limit.
 fn run_with_limit(
     exe: &Path,
     name: &str,
     dir: &Path,
     limit: u64,
 ) -> Result<(Option<bool>, String)> {
+    run_binary(exe, &["--exact", name, "--test-threads=1"], dir, limit)
+}
+
+/// Runs a test binary in `dir`; `None` for the status when it ran past `limit`
+/// seconds (the whole process group is killed: tests that start programs leave
+/// nothing behind). Returns stdout then stderr.
+pub fn run_binary(
+    exe: &Path,
+    args: &[&str],
+    dir: &Path,
+    limit: u64,
+) -> Result<(Option<bool>, String)> {
     use std::os::unix::process::CommandExt;
     let mut child = Command::new(exe)
-        .args(["--exact", name, "--test-threads=1"])
+        .args(args)
         .current_dir(dir)
         .env("CARGO_MANIFEST_DIR", dir)
         .stdout(Stdio::piped())

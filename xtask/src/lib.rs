@@ -11,3 +11,4 @@ pub mod markers;
 pub mod report;
 pub mod strip;
 pub mod tree;
+pub mod verify;

@@ -1,6 +1,7 @@
 //! `cargo xtask handout --assignment N|all --out DIR [--autograder FILE]` and
 //! `cargo xtask grade --submission DIR [--assignment N|all] [--out DIR]`;
-//! `cargo xtask check` checks `course.toml` and the markers only.
+//! `cargo xtask verify --assignment N` (the handout checks); `cargo xtask check`
+//! checks `course.toml` and the markers only.
 
 use std::path::{Path, PathBuf};
 
@@ -13,6 +14,8 @@ const USAGE: &str = "usage:
   cargo xtask handout --assignment N|all --out DIR [--autograder FILE]
   cargo xtask grade --submission DIR [--assignment N|all] [--out DIR] [--target-dir DIR] [--time-limit SECONDS]
       (DIR may also be a folder of submissions, one sub-folder each: one CSV for all)
+  cargo xtask verify --assignment N|all [--target-dir DIR] [--time-limit SECONDS]
+      (the handout builds, passes clippy, and only its graded tests fail, each on a todo!)
   cargo xtask check";
 
 /// `--flag value` pairs after the command.
@@ -60,6 +63,7 @@ fn main() -> Result<()> {
     match args.first().map(String::as_str) {
         Some("handout") => handout_command(&root, &Flags::parse(&args[1..])?),
         Some("grade") => grade_command(&root, &Flags::parse(&args[1..])?),
+        Some("verify") => verify_command(&root, &Flags::parse(&args[1..])?),
         Some("check") => {
             let course = Course::load(&root)?;
             let regions: usize = course.regions.values().map(Vec::len).sum();
@@ -101,6 +105,22 @@ fn handout_command(root: &Path, flags: &Flags) -> Result<()> {
     );
     println!("autograder for Gradescope in {}", autograder.display());
     Ok(())
+}
+
+fn verify_command(root: &Path, flags: &Flags) -> Result<()> {
+    flags.only(&["assignment", "target-dir", "time-limit"])?;
+    let course = Course::load(root)?;
+    let scope = Scope::parse(flags.need("assignment")?)?;
+    let target_dir = flags
+        .get("target-dir")
+        .map_or_else(|| root.join("target/handout"), PathBuf::from);
+    let limit = match flags.get("time-limit") {
+        Some(s) => s
+            .parse()
+            .with_context(|| format!("--time-limit takes seconds, got {s:?}"))?,
+        None => 1800,
+    };
+    xtask::verify::verify(&course, scope, &std::path::absolute(target_dir)?, limit)
 }
 
 fn grade_command(root: &Path, flags: &Flags) -> Result<()> {
