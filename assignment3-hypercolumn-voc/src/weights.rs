@@ -1,13 +1,17 @@
 //! Which VGG weights a run uses: `--weights FILE`; else the course's shared VGG16 (HED,
 //! Caffe preprocessing) unless VGG11 was asked for; else the hub cache or a hub download
-//! of the timm copy of torchvision's weights; else random weights, said loudly. What
-//! was chosen is recorded ([`WeightsInfo`]) so `evaluate` and `predict` load the same.
+//! (`hf-hub`, through `common::weights`) of the timm copy of torchvision's weights; else
+//! random weights, said loudly. A hub file that is cut short or holds other tensors
+//! stops the run with an error naming it. What was chosen is recorded ([`WeightsInfo`])
+//! so `evaluate` and `predict` load the same.
 
 use std::path::{Path, PathBuf};
 
 use anyhow::Context;
 use candle::Device;
-use common::weights::{resolve_weights, shared_weights_dir, WeightsOrigin};
+use common::weights::{
+    explicit_weights, hub_weights, shared_weights_dir, HubLookup, HubSettings, WeightsOrigin,
+};
 use serde::{Deserialize, Serialize};
 
 use crate::config::BackboneArgs;
@@ -59,14 +63,25 @@ impl std::fmt::Display for WeightsInfo {
     }
 }
 
-/// Loads the backbone the module documentation describes.
+/// Loads the backbone the module documentation describes, reaching the hub as the
+/// environment says ([`HubSettings::from_env`]).
 pub fn resolve_backbone(
     args: &BackboneArgs,
     seed: u64,
     device: &Device,
 ) -> anyhow::Result<(Backbone, WeightsInfo)> {
+    resolve_backbone_with(args, seed, device, &HubSettings::from_env())
+}
+
+/// [`resolve_backbone`] with the hub settings given.
+pub fn resolve_backbone_with(
+    args: &BackboneArgs,
+    seed: u64,
+    device: &Device,
+    hub: &HubSettings,
+) -> anyhow::Result<(Backbone, WeightsInfo)> {
     if let Some(path) = &args.weights {
-        let resolved = resolve_weights(Some(path), &Arch::Vgg11.hub_file())?;
+        let resolved = explicit_weights(path)?;
         return load(&resolved.path, args.arch, WeightsSource::Given, device);
     }
     if args.arch != Some(Arch::Vgg11) {
@@ -77,22 +92,22 @@ pub fn resolve_backbone(
         }
     }
     let arch = args.arch.unwrap_or(Arch::Vgg11);
-    let hub = arch.hub_file();
-    match resolve_weights(None, &hub) {
-        Ok(resolved) => {
+    let file = arch.hub_file();
+    match hub_weights(&file, &arch.weight_shapes(), hub)? {
+        HubLookup::Found(resolved) => {
             let source = match resolved.origin {
                 WeightsOrigin::HubDownload => WeightsSource::HubDownload,
                 _ => WeightsSource::HubCache,
             };
             load(&resolved.path, Some(arch), source, device)
         }
-        Err(err) => {
+        HubLookup::Unavailable(why) => {
             eprintln!(
-                "\n!!! No pretrained {arch} weights: {err:#}.\n\
+                "\n!!! No pretrained {arch} weights: {why}.\n\
                  !!! Pass --weights FILE.safetensors (torchvision names), or put {} in the \
                  hub cache, or run once with network.\n\
                  !!! USING RANDOM {arch} WEIGHTS: the pipeline runs, but its features mean little.\n",
-                hub.repo
+                file.repo
             );
             random(arch, seed, device)
         }

@@ -1,20 +1,30 @@
-//! `common::weights`: hub cache layout, explicit files, metadata and the
-//! tensor loader's error lists. (No test touches the network.)
+//! `common::weights`: hub cache look-up (hf-hub's layout), explicit files, metadata and
+//! the tensor loader's error lists. (No test touches the network; `hub_weights.rs`
+//! downloads from a local server.)
 
 use std::collections::HashMap;
 
 use anyhow::Result;
+use assignment3_hypercolumn_voc::model::Arch;
 use candle::{DType, Device, Tensor};
 use common::data::transforms::Normalization;
 use common::weights::{
     hub_cached_file, input_normalization, load_tensors, read_metadata, resolve_weights, HubFile,
-    WeightsOrigin,
+    HubSettings, WeightsOrigin,
 };
 
 #[test]
 fn hub_file_names_and_cache_layout() -> Result<()> {
-    let file = HubFile::new("timm/vgg11.tv_in1k", "model.safetensors");
+    let file = Arch::Vgg11.hub_file();
+    assert_eq!(
+        file,
+        HubFile::new("timm/vgg11.tv_in1k", "model.safetensors")
+    );
     assert_eq!(file.revision, "main");
+    assert_eq!(
+        file.url("https://huggingface.co"),
+        "https://huggingface.co/timm/vgg11.tv_in1k/resolve/main/model.safetensors"
+    );
     let cache = tempfile::tempdir()?;
     let folder = file.cache_folder(cache.path());
     assert!(folder.ends_with("models--timm--vgg11.tv_in1k"));
@@ -23,7 +33,7 @@ fn hub_file_names_and_cache_layout() -> Result<()> {
     // Layout of huggingface_hub: refs/main holds the commit, snapshots/<commit>/<file>.
     let commit = "0123456789abcdef0123456789abcdef01234567";
     std::fs::create_dir_all(folder.join("refs"))?;
-    std::fs::write(folder.join("refs/main"), format!("{commit}\n"))?;
+    std::fs::write(folder.join("refs/main"), commit)?;
     let snapshot = folder.join("snapshots").join(commit);
     std::fs::create_dir_all(&snapshot)?;
     std::fs::write(snapshot.join("model.safetensors"), b"x")?;
@@ -31,32 +41,41 @@ fn hub_file_names_and_cache_layout() -> Result<()> {
         hub_cached_file(cache.path(), &file),
         Some(snapshot.join("model.safetensors"))
     );
-    // Our own downloads land in snapshots/<revision>/, found as well.
-    let other = HubFile::new("timm/vgg16.tv_in1k", "model.safetensors");
-    let own = other.cache_folder(cache.path()).join("snapshots/main");
-    std::fs::create_dir_all(&own)?;
-    std::fs::write(own.join("model.safetensors"), b"x")?;
-    assert_eq!(
-        hub_cached_file(cache.path(), &other),
-        Some(own.join("model.safetensors"))
-    );
+    // Another repository of the same cache is not found through it.
+    let other = Arch::Vgg16.hub_file();
+    assert_eq!(hub_cached_file(cache.path(), &other), None);
     Ok(())
 }
 
 #[test]
 fn explicit_weights_must_exist() -> Result<()> {
     let dir = tempfile::tempdir()?;
-    let hub = HubFile::new("timm/vgg11.tv_in1k", "model.safetensors");
+    let hub = Arch::Vgg11.hub_file();
+    let expected = Arch::Vgg11.weight_shapes();
+    // Offline, so nothing is ever fetched whatever the test does.
+    let settings = HubSettings {
+        offline: true,
+        ..HubSettings::new(dir.path().join("hub"), "http://127.0.0.1:9")
+    };
     let missing = dir.path().join("missing.safetensors");
-    let err = resolve_weights(Some(&missing), &hub)
+    let err = resolve_weights(Some(&missing), &hub, &expected, &settings)
         .unwrap_err()
         .to_string();
     assert!(err.contains("missing.safetensors\" not found"), "{err}");
     let present = dir.path().join("present.safetensors");
     std::fs::write(&present, b"x")?;
-    let resolved = resolve_weights(Some(&present), &hub)?;
+    let resolved = resolve_weights(Some(&present), &hub, &expected, &settings)?;
     assert_eq!(resolved.origin, WeightsOrigin::Explicit);
     assert_eq!(resolved.path, present);
+    // Neither given nor cached: the error says why and what to pass.
+    let err = format!(
+        "{:#}",
+        resolve_weights(None, &hub, &expected, &settings).unwrap_err()
+    );
+    assert!(
+        err.contains("timm/vgg11.tv_in1k") && err.contains("--weights"),
+        "{err}"
+    );
     Ok(())
 }
 
