@@ -3,6 +3,8 @@
 //! hub on 127.0.0.1 (`common/tests/support/http.rs`), downloaded by `hf-hub` into a
 //! temporary cache, checked, loaded, and the feature extractor runs on it. A file cut
 //! short stops with an error naming it; offline with an empty cache gives random weights.
+//! One short run of the program finds the hub through the environment (`HF_ENDPOINT`,
+//! `HF_HUB_CACHE`), as a user's run does; the other tests pass their settings.
 
 #[path = "../../common/tests/support/http.rs"]
 mod http;
@@ -10,10 +12,14 @@ mod http;
 use std::collections::HashMap;
 
 use anyhow::Result;
-use assignment3_hypercolumn_voc::config::BackboneArgs;
+use assignment3_hypercolumn_voc::config::{BackboneArgs, Config, EvaluateConfig};
+use assignment3_hypercolumn_voc::data::write_generated_voc;
+use assignment3_hypercolumn_voc::evaluate::evaluate;
 use assignment3_hypercolumn_voc::model::{hypercolumns, Arch, Backbone, FEATURE_DIM};
+use assignment3_hypercolumn_voc::run::run;
 use assignment3_hypercolumn_voc::weights::{resolve_backbone_with, WeightsSource};
 use candle::{Device, Tensor};
+use common::cli::{RunArgs, SavedRunArgs};
 use common::weights::HubSettings;
 use http::{Route, Server};
 use ndarray::Array3;
@@ -134,5 +140,55 @@ fn offline_with_an_empty_cache_uses_random_weights() -> Result<()> {
     assert_eq!(info.source, WeightsSource::Random);
     assert_eq!(info.path, None);
     assert!(server.requests().is_empty(), "offline touched the server");
+    Ok(())
+}
+
+#[test]
+fn a_short_run_downloads_vgg11_from_the_hub_named_by_the_environment() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let (body, _) = vgg11_file(dir.path())?;
+    let server = hub_serving(body)?;
+    let cache = dir.path().join("hub");
+    // Only this test reads these variables (the others pass HubSettings).
+    std::env::set_var("HF_ENDPOINT", server.base());
+    std::env::set_var("HF_HUB_CACHE", &cache);
+    for name in ["HF_HUB_OFFLINE", "SEGKIT_OFFLINE", "HF_TOKEN"] {
+        std::env::remove_var(name);
+    }
+    let data = dir.path().join("generated");
+    write_generated_voc(&data, 0)?;
+    let out = dir.path().join("out");
+    let mut cfg = Config {
+        run: RunArgs {
+            out: Some(out.clone()),
+            data_dir: Some(data),
+            quiet: true,
+            ..RunArgs::default()
+        },
+        cache_dir: dir.path().join("cache"),
+        head_epochs: 2,
+        finetune_epochs: 0,
+        input_size: (48, 64),
+        hidden: 16,
+        panels: 1,
+        ..Config::default()
+    };
+    cfg.backbone.arch = Some(Arch::Vgg11);
+    let report = run(&cfg)?;
+    assert_eq!(report.backbone.source, WeightsSource::HubDownload);
+    let path = report.backbone.path.clone().unwrap_or_default();
+    assert!(path.starts_with(&cache), "{path:?}");
+    assert_eq!(report.feature_dim, FEATURE_DIM);
+    let metrics: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(out.join("metrics.json"))?)?;
+    assert_eq!(metrics["backbone"]["source"], "hub-download");
+
+    // `evaluate` loads the file the run recorded, from the cache, with no request.
+    let evaluated = evaluate(&EvaluateConfig {
+        saved: SavedRunArgs::quiet(&out),
+        ..EvaluateConfig::default()
+    })?;
+    assert!((evaluated.scores.mean_iou - report.scores.mean_iou).abs() < 1e-9);
+    assert_eq!(server.requests().len(), 2, "metadata and download only");
     Ok(())
 }
