@@ -1,6 +1,6 @@
 //! Pixel-wise losses for semantic segmentation: cross-entropy with an ignore label
-//! and class weights (as PyTorch `F.cross_entropy`), soft Dice (Milletari et al.
-//! 2016, V-Net), and their sum.
+//! and class weights (as PyTorch `F.cross_entropy`) or a weight per pixel (the
+//! U-Net paper's weight map), soft Dice (Milletari et al. 2016, V-Net), and their sum.
 //!
 //! All take logits `(N, K, H, W)` (f32 or f64) and targets `(N, H, W)` of class
 //! indices (u32; u8 and i64 are accepted too), where 255 marks a pixel to ignore.
@@ -99,6 +99,43 @@ pub fn pixel_cross_entropy(
         .eq(0.0)?
         .where_cond(&denominator.ones_like()?, &denominator)?;
     total / denominator
+    // END SOLUTION
+}
+
+/// Pixel-wise cross-entropy with one weight per pixel, the U-Net paper's eq. 1
+/// with its weight map `w(x)`: `Σ w(x) · (-log softmax(logits)[y(x)]) / Σ w(x)` over
+/// the pixels not labelled 255 (weights of ignored pixels do not count); 0 with a
+/// zero gradient when those weights sum to 0. With `w(x)` the class weight of
+/// `y(x)` it equals [`pixel_cross_entropy`] with those class weights.
+///
+/// # Shapes
+/// `logits (N, K, H, W)`, `targets (N, H, W)`, `pixel_weights (N, H, W)` -> scalar
+pub fn pixel_cross_entropy_weighted(
+    logits: &Tensor,
+    targets: &Tensor,
+    pixel_weights: &Tensor,
+) -> Result<Tensor> {
+    let what = "pixel_cross_entropy_weighted";
+    let (_, targets, valid) = prepare(logits, targets, what)?;
+    if pixel_weights.dims() != targets.dims() {
+        bail!(
+            "{what}: pixel weights must be (N, H, W) = {:?}, got {:?}",
+            targets.dims(),
+            pixel_weights.dims()
+        );
+    }
+    // BEGIN SOLUTION a4.weighted_cross_entropy -log softmax at the label times the pixel's weight, summed over the pixels not labelled 255, divided by their weights' sum (0 when it is 0)
+    let dtype = logits.dtype();
+    let safe = valid.where_cond(&targets, &targets.zeros_like()?)?; // (N, H, W) u32
+    let log_p = candle_nn::ops::log_softmax(logits, 1)?; // (N, K, H, W)
+    let nll = log_p.gather(&safe.unsqueeze(1)?, 1)?.squeeze(1)?.neg()?; // (N, H, W)
+    let weights = (pixel_weights.to_dtype(dtype)? * valid.to_dtype(dtype)?)?;
+    let total = (nll * &weights)?.sum_all()?;
+    let weight_sum = weights.sum_all()?;
+    let weight_sum = weight_sum
+        .eq(0.0)?
+        .where_cond(&weight_sum.ones_like()?, &weight_sum)?;
+    total / weight_sum
     // END SOLUTION
 }
 

@@ -2,7 +2,7 @@
 //! definitions) and by hand, gradients by finite differences, bad labels.
 
 use candle::{DType, Device, Result, Tensor};
-use common::loss::{ce_dice_loss, dice_loss, pixel_cross_entropy};
+use common::loss::{ce_dice_loss, dice_loss, pixel_cross_entropy, pixel_cross_entropy_weighted};
 use common::nn::gradcheck::check_gradient;
 
 fn values(n: usize, seed: f64) -> Vec<f64> {
@@ -141,6 +141,45 @@ fn cross_entropy_gradient_matches_finite_differences() -> Result<()> {
     let w = Tensor::new(&[0.2f64, 1.0, 3.0], &Device::Cpu)?;
     let err = check_gradient(|x| pixel_cross_entropy(x, &y, Some(&w)), &x, 1e-5)?;
     assert!(err < 1e-5, "weighted CE gradient error {err}");
+    Ok(())
+}
+
+/// Per-pixel weights: the class weight of each pixel's label gives the class-weighted
+/// loss; arbitrary weights match `Σ w·nll / Σ w` written out; gradients by finite differences.
+#[test]
+fn pixel_weighted_cross_entropy_matches_its_definition_and_gradient() -> Result<()> {
+    let (logits, labels) = fixture()?;
+    let (x, y) = tensors(&logits, &labels)?;
+    let class_weights = [0.2, 1.0, 3.0];
+    let per_label: Vec<f64> = labels
+        .iter()
+        .map(|&l| class_weights.get(l as usize).copied().unwrap_or(7.0))
+        .collect();
+    let w = Tensor::from_vec(per_label, (N, H, W), &Device::Cpu)?;
+    let got = scalar(&pixel_cross_entropy_weighted(&x, &y, &w)?)?;
+    let expected = reference_ce(&logits, &labels, &class_weights);
+    assert!((got - expected).abs() < 1e-12, "{got} vs {expected}");
+
+    let free: Vec<f64> = values(N * H * W, 5.0)
+        .iter()
+        .map(|v| v.abs() + 0.1)
+        .collect();
+    let (mut num, mut den) = (0.0, 0.0);
+    for (i, &label) in labels.iter().enumerate().filter(|(_, &l)| l != 255) {
+        let prob = softmax_at(&logits, i / (H * W), i % (H * W))[label as usize];
+        num -= free[i] * prob.ln();
+        den += free[i];
+    }
+    let w = Tensor::from_vec(free, (N, H, W), &Device::Cpu)?;
+    let got = scalar(&pixel_cross_entropy_weighted(&x, &y, &w)?)?;
+    assert!((got - num / den).abs() < 1e-12, "{got} vs {}", num / den);
+    let err = check_gradient(|x| pixel_cross_entropy_weighted(x, &y, &w), &x, 1e-5)?;
+    assert!(err < 1e-5, "pixel-weighted CE gradient error {err}");
+
+    let zero = w.zeros_like()?;
+    assert_eq!(scalar(&pixel_cross_entropy_weighted(&x, &y, &zero)?)?, 0.0);
+    let err = pixel_cross_entropy_weighted(&x, &y, &w.narrow(0, 0, 1)?).unwrap_err();
+    assert!(err.to_string().contains("pixel weights must be"), "{err}");
     Ok(())
 }
 
