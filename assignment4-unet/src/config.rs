@@ -53,6 +53,11 @@ pub struct Config {
     /// Switch the elastic deformation off
     #[arg(long)]
     pub no_elastic: bool,
+    /// Weight the cross-entropy by the paper's border weight map (w0 = 10, sigma = 5 px),
+    /// computed on every augmented crop
+    #[arg(long)]
+    #[serde(default)]
+    pub weight_map: bool,
     #[command(flatten)]
     pub elastic: ElasticConfig,
     /// Images held back for validation (ISBI and folder pairs; a VOC layout uses its val split)

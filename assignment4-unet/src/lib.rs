@@ -12,3 +12,4 @@ pub mod report;
 pub mod run;
 pub mod segments;
 pub mod training;
+pub mod weight_map;

@@ -14,6 +14,7 @@ use crate::evaluate::{evaluate_model, save_predictions};
 use crate::model::{build_unet, count_parameters};
 use crate::report::Report;
 use crate::training::{crop_size, train, TrainSetup};
+use crate::weight_map::save_weight_map_png;
 
 /// Trains, evaluates on the held-back images and writes the run folder
 /// (`cfg.out_dir()`): `config.json`, `history.csv`/`.json`, `loss.png`,
@@ -48,6 +49,14 @@ pub fn run(cfg: &Config) -> Result<Report> {
     // Training on random crops, with a checkpoint after every epoch.
     let run_dir = RunDir::create(cfg.out_dir(), cfg)?;
     let crop = crop_size(cfg.crop, &splits.train);
+    if let (true, Some(first)) = (cfg.weight_map, splits.train.samples.first()) {
+        let path = run_dir.file("weight_map.png");
+        save_weight_map_png(&path, &first.mask, model_config.n_classes)?;
+        eprintln!(
+            "border weight map of training image {:?} in {path:?}",
+            first.id
+        );
+    }
     train(&TrainSetup {
         cfg,
         model: &model,

@@ -5,10 +5,11 @@
 
 use std::sync::Arc;
 
-use candle::{Device, ModuleT};
+use candle::{Device, ModuleT, Tensor};
 use candle_nn::VarMap;
 use common::data::loader::{Loader, LoaderConfig};
 use common::data::{Dataset, InMemoryDataset};
+use common::loss::{dice_loss, pixel_cross_entropy_weighted};
 use common::optim::{param_group, Adam, AdamConfig};
 use common::run_dir::RunDir;
 use common::schedule::{LrSchedule, ScheduleKind};
@@ -21,6 +22,7 @@ use crate::data::{Repeated, Splits, ISBI_CLASSES};
 use crate::evaluate::evaluate_model;
 use crate::model::UNet;
 use crate::predict::CheckpointInfo;
+use crate::weight_map::{batch_weight_maps, WeightMapConfig};
 
 /// What [`train`] trains, on what, and where it writes.
 #[derive(Clone, Copy)]
@@ -121,10 +123,25 @@ pub fn train(setup: &TrainSetup) -> Result<History> {
         device,
         // (N, 3, crop, crop) -> (N, K, crop, crop) scores against (N, crop, crop) labels.
         |batch| {
-            common::loss::ce_dice_loss(&model.forward_t(&batch.images, true)?, &batch.masks, None)
+            let logits = model.forward_t(&batch.images, true)?;
+            crop_loss(&logits, &batch.masks, cfg.weight_map)
         },
         |_epoch| validate(model, &splits.val, device).map(Some),
     )
+}
+
+/// Cross-entropy (weighted by the border weight map of the crops with
+/// `weight_map`) plus soft Dice.
+///
+/// # Shapes
+/// `logits (N, K, H, W)`, `masks (N, H, W)` -> scalar
+pub fn crop_loss(logits: &Tensor, masks: &Tensor, weight_map: bool) -> candle::Result<Tensor> {
+    if !weight_map {
+        return common::loss::ce_dice_loss(logits, masks, None);
+    }
+    let n_classes = logits.dim(1)?;
+    let weights = batch_weight_maps(masks, n_classes, &WeightMapConfig::default())?; // (N, H, W)
+    pixel_cross_entropy_weighted(logits, masks, &weights)? + dice_loss(logits, masks, 1.0)?
 }
 
 /// The check after each epoch: the loss on the held-back images, and their
