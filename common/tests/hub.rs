@@ -301,3 +301,55 @@ fn no_cache_folder_is_unavailable() -> Result<()> {
     assert!(why.contains("HF_HUB_CACHE"), "{why}");
     Ok(())
 }
+
+#[test]
+fn a_partial_download_is_resumed_from_where_it_stopped() -> Result<()> {
+    let body = tiny_weights()?;
+    let server = hub_serving(body.clone())?;
+    let cache = tempfile::tempdir()?;
+    // What an interrupted run leaves: blobs/<etag>.part with the first bytes.
+    let blobs = cache.path().join("models--org--tiny-net/blobs");
+    std::fs::create_dir_all(&blobs)?;
+    let half = body.len() / 2;
+    std::fs::write(
+        blobs.join(format!("{}.part", etag_of(&body))),
+        &body[..half],
+    )?;
+    let settings = HubSettings::new(cache.path(), server.base());
+    let (path, origin) = found(hub_weights(&hub_file(), &expected(), &settings)?)?;
+    assert_eq!(origin, WeightsOrigin::HubDownload);
+    assert_eq!(std::fs::read(path)?, body);
+    let ranges: Vec<_> = server.requests().into_iter().map(|r| r.range).collect();
+    let resume = format!("bytes={half}-");
+    assert_eq!(ranges, [Some("bytes=0-0".to_owned()), Some(resume)]);
+    Ok(())
+}
+
+#[test]
+fn a_server_hanging_up_half_way_never_leaves_a_file_in_use() -> Result<()> {
+    let body = tiny_weights()?;
+    let half = body.len() / 2;
+    let path = format!("{REPO}/resolve/main/model.safetensors");
+    let route = Route::hub(body.clone(), COMMIT).hanging_up_once_after(half);
+    let server = http::serve(HashMap::from([(path, route)]))?;
+    let cache = tempfile::tempdir()?;
+    let settings = HubSettings::new(cache.path(), server.base());
+    // The first try is unavailable (the client sees the early close) and hands out
+    // no file; the bytes received stay in blobs/<etag>.part.
+    let HubLookup::Unavailable(why) = hub_weights(&hub_file(), &expected(), &settings)? else {
+        anyhow::bail!("half a file was handed out");
+    };
+    assert!(
+        why.contains("/resolve/main/model.safetensors failed"),
+        "{why}"
+    );
+    let snapshots = cache.path().join("models--org--tiny-net/snapshots");
+    assert!(!snapshots.exists());
+    // The next try resumes from there and ends with the whole file.
+    let (path, _) = found(hub_weights(&hub_file(), &expected(), &settings)?)?;
+    assert_eq!(std::fs::read(path)?, body);
+    let ranges: Vec<_> = server.requests().into_iter().map(|r| r.range).collect();
+    let resume = format!("bytes={half}-");
+    assert_eq!(ranges[2..], [Some("bytes=0-0".to_owned()), Some(resume)]);
+    Ok(())
+}

@@ -1,6 +1,7 @@
 //! A small HTTP/1.1 server on 127.0.0.1 for download tests: it serves fixed bodies with
-//! extra headers per path, honours `Range: bytes=A-` and `bytes=A-B`, records every
-//! request, and stops when dropped (or after 60 s). Include it with
+//! extra headers per path, honours `Range: bytes=A-` and `bytes=A-B`, can hang up
+//! half-way through one answer, records every request, and stops when dropped (or
+//! after 60 s). Include it with
 //! `#[path = "support/http.rs"] mod http;` (std only, so any crate's tests can).
 #![allow(dead_code)]
 
@@ -17,6 +18,10 @@ pub struct Route {
     pub body: Arc<Vec<u8>>,
     /// Sent with every answer for this path (e.g. `ETag`).
     pub headers: Vec<(String, String)>,
+    /// The first answer of more than this many bytes announces its full length,
+    /// sends this many and closes the connection.
+    pub hang_up_after: Option<usize>,
+    hung_up: Arc<AtomicBool>,
 }
 
 impl Route {
@@ -25,7 +30,23 @@ impl Route {
         Self {
             body: Arc::new(body),
             headers: Vec::new(),
+            hang_up_after: None,
+            hung_up: Arc::default(),
         }
+    }
+
+    /// This route, hanging up once after `n` bytes of a longer answer.
+    pub fn hanging_up_once_after(self, n: usize) -> Self {
+        Self {
+            hang_up_after: Some(n),
+            ..self
+        }
+    }
+
+    /// True when this answer is the one to cut after `n` bytes.
+    fn cut_now(&self, part_len: usize) -> Option<usize> {
+        let n = self.hang_up_after.filter(|&n| part_len > n)?;
+        (!self.hung_up.swap(true, Ordering::SeqCst)).then_some(n)
     }
 
     /// `body` as the Hugging Face hub serves a file: `ETag` (a hash of the body) and
@@ -222,7 +243,8 @@ fn answer(
         part.len()
     )?;
     if request.method != "HEAD" {
-        stream.write_all(part)?;
+        let sent = route.cut_now(part.len()).unwrap_or(part.len());
+        stream.write_all(&part[..sent])?;
     }
     stream.flush()
 }
