@@ -12,7 +12,7 @@ use xtask::{handout, report, tree};
 
 const USAGE: &str = "usage:
   cargo xtask handout --assignment N|all --out DIR [--autograder FILE]
-  cargo xtask grade --submission DIR [--assignment N|all] [--out DIR] [--target-dir DIR] [--time-limit SECONDS]
+  cargo xtask grade --submission DIR [--assignment N|all] [--out DIR] [--target-dir DIR] [--time-limit SECONDS] [--expect full|0]
       (DIR may also be a folder of submissions, one sub-folder each: one CSV for all)
   cargo xtask verify --assignment N|all [--target-dir DIR] [--time-limit SECONDS]
       (the handout builds, passes clippy, and only its graded tests fail, each on a todo!)
@@ -107,6 +107,18 @@ fn handout_command(root: &Path, flags: &Flags) -> Result<()> {
     Ok(())
 }
 
+/// `--expect full|0`: for CI, fail unless the grade is full points or zero.
+fn check_expected(expect: Option<&str>, grade: &grade::Grade) -> Result<()> {
+    let (score, max) = (grade.score(), grade.max_score());
+    match expect {
+        None => Ok(()),
+        Some("full") if score == max => Ok(()),
+        Some("0") if score == 0.0 => Ok(()),
+        Some(e @ ("full" | "0")) => bail!("expected {e} points, got {score} of {max}"),
+        Some(other) => bail!("--expect takes full or 0, got {other:?}"),
+    }
+}
+
 fn verify_command(root: &Path, flags: &Flags) -> Result<()> {
     flags.only(&["assignment", "target-dir", "time-limit"])?;
     let course = Course::load(root)?;
@@ -159,7 +171,7 @@ fn grade_command(root: &Path, flags: &Flags) -> Result<()> {
             out.display(),
             grade.seconds
         );
-        return Ok(());
+        return check_expected(flags.get("expect"), &grade);
     }
     let students = grade::submissions_in(&submission)?;
     if students.is_empty() {
