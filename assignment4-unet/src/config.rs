@@ -243,6 +243,12 @@ pub struct PredictConfig {
     /// A checkpoint file read instead of `<run>/checkpoint.safetensors`.
     #[arg(long, value_name = "FILE", help = CHECKPOINT_HELP)]
     pub checkpoint: Option<PathBuf>,
+    /// Segment in tiles of N x N pixels (a multiple of 16), each with a mirrored border of
+    /// the net's context (the paper's overlap-tile strategy): any image size in bounded
+    /// memory, no seams [default: the whole image at once]
+    #[arg(long, value_name = "N")]
+    #[serde(default)]
+    pub tile: Option<usize>,
 }
 
 impl PredictConfig {

@@ -11,5 +11,6 @@ pub mod rand_score;
 pub mod report;
 pub mod run;
 pub mod segments;
+pub mod tiling;
 pub mod training;
 pub mod weight_map;

@@ -1,7 +1,7 @@
 //! Inference on images of any size: pad to a multiple of 16 (the four 2x2 pools),
 //! run the net in evaluation mode, crop the scores back; what a checkpoint says
 //! about its net and how to load it back; the `predict` subcommand, which writes
-//! mask PNGs and overlays.
+//! mask PNGs and overlays (whole images, or tiles with `--tile`).
 
 use std::path::{Path, PathBuf};
 
@@ -19,6 +19,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::config::{Config, PredictConfig};
 use crate::model::{build_unet, UNet, UNetConfig};
+use crate::tiling::tiled_mask;
 
 /// The net's inputs must be multiples of this (2^4 for four 2x2 pools).
 pub const SIZE_MULTIPLE: usize = 16;
@@ -166,7 +167,7 @@ pub fn predict(cfg: &PredictConfig) -> Result<Vec<PathBuf>> {
     };
     let mut written = Vec::new();
     for file in &files {
-        written.push(predict_file(&loaded.model, file, &out, &device)?);
+        written.push(predict_file(&loaded.model, file, cfg.tile, &out, &device)?);
         bar.inc(1);
     }
     bar.finish_and_clear();
@@ -174,10 +175,19 @@ pub fn predict(cfg: &PredictConfig) -> Result<Vec<PathBuf>> {
 }
 
 /// Predicts one image file into `out`; returns the mask's path.
-fn predict_file(model: &UNet, file: &Path, out: &RunDir, device: &Device) -> Result<PathBuf> {
+fn predict_file(
+    model: &UNet,
+    file: &Path,
+    tile: Option<usize>,
+    out: &RunDir,
+    device: &Device,
+) -> Result<PathBuf> {
     let image = load_image(file)?;
-    let mask =
-        predict_mask(model, &image, device).with_context(|| format!("predicting {file:?}"))?;
+    let mask = match tile {
+        Some(tile) => tiled_mask(model, &image, tile, device),
+        None => predict_mask(model, &image, device),
+    }
+    .with_context(|| format!("predicting {file:?}"))?;
     let stem = file.file_stem().and_then(|s| s.to_str()).unwrap_or("image");
     let mask_path = out.file(&format!("{stem}_mask.png"));
     save_palette_mask(&mask_path, &mask)?;

@@ -183,12 +183,25 @@ fn short_run_on_generated_membranes_learns_and_writes_its_files() -> Result<()> 
         .crop_imm(3, 5, 23, 37)
         .save(&odd)?;
     let written = predict(&PredictConfig {
-        inputs: vec![odd],
+        inputs: vec![odd.clone()],
         saved: trained(&out),
         checkpoint: None,
+        tile: None,
     })?;
     let mask = common::data::image_io::load_palette_mask(&written[0])?;
     assert_eq!(mask.dim(), (37, 23));
+    // --tile 16: the same size from 3 x 2 tiles with mirrored borders.
+    let tiled = predict(&PredictConfig {
+        inputs: vec![odd],
+        saved: SavedRunArgs {
+            out: Some(tmp.path().join("tiled")),
+            ..trained(&out)
+        },
+        checkpoint: None,
+        tile: Some(16),
+    })?;
+    let tiled_mask = common::data::image_io::load_palette_mask(&tiled[0])?;
+    assert_eq!(tiled_mask.dim(), (37, 23));
     // Without --out, predictions go into <run>/predict.
     assert_eq!(written[0], out.join("predict/odd_mask.png"));
     assert!(out.join("predict/odd_overlay.png").is_file());
