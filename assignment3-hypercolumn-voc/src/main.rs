@@ -9,10 +9,11 @@ use clap::{Parser, Subcommand};
 
 /// Semantic segmentation with VGG hypercolumns (zoom-out features) and a 1x1-conv head.
 ///
-/// Data: --data-dir, else VOCdevkit/VOC2012 or camvid-voc in $SEGKIT_DATA_DIR, the
-/// workspace's data/ or the course's shared folder, else --download (PASCAL VOC 2012,
-/// about 2 GB), else a generated VOC-layout set. Weights: --weights, else the shared
-/// VGG16, else the Hugging Face hub (timm/vgg11.tv_in1k), else random.
+/// Data (--dataset voc|camvid|DIR): --data-dir, else VOCdevkit/VOC2012, camvid-segnet or
+/// camvid-voc in $SEGKIT_DATA_DIR, the workspace's data/ or the course's shared folder,
+/// else CamVid downloaded by its manifest (187 MB; PASCAL VOC 2012, 2 GB, with --dataset
+/// voc after a yes or --download), else a generated VOC-layout set. Weights: --weights,
+/// else the shared VGG16, else the Hugging Face hub (timm/vgg11.tv_in1k), else random.
 #[derive(Debug, Parser)]
 #[command(version, about, args_conflicts_with_subcommands = true)]
 struct Cli {

@@ -11,6 +11,7 @@ use candle_nn::VarMap;
 use common::device::{device_name, open_device};
 use common::run_dir::RunDir;
 use common::train::History;
+use common::weights::HubSettings;
 
 use common::metrics::Scores;
 
@@ -22,7 +23,7 @@ use crate::model::{head, Backbone, ConvHead, FeatureNorm, Head, HeadConfig, FEAT
 use crate::report::{plot_phases, Report, Timings};
 use crate::taps::{self, Extractor, SampleSettings, TapImage, TapSettings};
 use crate::training::{finetune, train_head, HeadRecord, PhaseConfig, PHASES};
-use crate::weights::{resolve_backbone, WeightsInfo};
+use crate::weights::{resolve_backbone_with, WeightsInfo};
 
 /// Runs every step and writes the outputs into the run folder.
 pub fn run(cfg: &Config) -> anyhow::Result<Report> {
@@ -33,7 +34,12 @@ pub fn run(cfg: &Config) -> anyhow::Result<Report> {
 
     // 1. Data and weights.
     let data = crate::data::open(cfg)?;
-    let (backbone, weights) = resolve_backbone(&cfg.backbone, cfg.seed, &device)?;
+    let hub = HubSettings::from_env();
+    let hub = HubSettings {
+        progress: hub.progress && cfg.run.progress(),
+        ..hub
+    };
+    let (backbone, weights) = resolve_backbone_with(&cfg.backbone, cfg.seed, &device, &hub)?;
     let vgg = extractor(cfg, &backbone, &data, &weights, &device)?;
 
     // 2. Hypercolumns: every image's taps, and a sparse sample of pixels per class present.
