@@ -36,6 +36,7 @@ fn hand_computed_table() -> Result<()> {
     );
     let table = receptive_field_table(&layers)?;
     assert_eq!((table.receptive_field, table.jump), (30, 8));
+    assert_eq!(table.coarsest_jump, 8);
     let text = table.to_text();
     assert!(
         text.contains("pool2") && text.lines().count() == 6,
@@ -74,6 +75,7 @@ fn upsampling_divides_the_jump() -> Result<()> {
     let mut transposed = two_pools.to_vec();
     transposed.push(Layer::transposed_conv("up", 7, 4, 2));
     assert_eq!(fields(&transposed)?.last(), Some(&(10, 1)));
+    assert_eq!(receptive_field_table(&transposed)?.coarsest_jump, 4);
     // Unpool by 2 twice: j = 2 then 1, r stays 4.
     let mut unpooled = two_pools.to_vec();
     unpooled.extend([Layer::unpool("unpool2", 2), Layer::unpool("unpool1", 2)]);

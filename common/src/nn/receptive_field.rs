@@ -152,6 +152,9 @@ pub struct ReceptiveField {
     pub receptive_field: usize,
     /// Cumulative stride of the last layer's output.
     pub jump: usize,
+    /// The largest jump along the way: the stride of the coarsest grid the net
+    /// computes on (4 after two 2x2 pools, even when a decoder returns to 1).
+    pub coarsest_jump: usize,
 }
 
 impl ReceptiveField {
@@ -200,9 +203,11 @@ pub fn receptive_field_table(layers: &[Layer]) -> anyhow::Result<ReceptiveField>
             jump: state.1,
         });
     }
+    let coarsest_jump = rows.iter().map(|l| l.jump).max().unwrap_or(1);
     Ok(ReceptiveField {
         layers: rows,
         receptive_field: state.0,
         jump: state.1,
+        coarsest_jump,
     })
 }
