@@ -16,7 +16,10 @@ use candle::{DType, Device, Module, Result, Tensor};
 use candle_nn::{Linear, VarBuilder, VarMap};
 use common::checkpoint::{load_checkpoint, load_into_varmap};
 use common::init::seeded_var_builder;
-use common::nn::{conv2d, convolutionalize_linear, max_pool2d, Conv2d, ConvConfig};
+use common::nn::{
+    conv2d, convolutionalize_linear, max_pool2d, receptive_field_table, Conv2d, ConvConfig, Layer,
+    ReceptiveField,
+};
 use serde::{Deserialize, Serialize};
 
 /// Side of the square patches the classifier reads.
@@ -101,6 +104,27 @@ pub fn output_size_rule() -> String {
          the same for W; effective stride {STRIDE}, receptive field {RECEPTIVE_FIELD}x{RECEPTIVE_FIELD}; \
          cell (i, j) sees the crop whose corner is ({STRIDE}i, {STRIDE}j)"
     )
+}
+
+/// The FCN's layers for the receptive-field recurrence
+/// (`common::nn::receptive_field`): conv 5x5, pool 2, conv 5x5, pool 2, the first
+/// dense layer as a 5x5 convolution, the later ones as 1x1 convolutions.
+pub fn fcn_layers(spec: &ArchSpec) -> Vec<Layer> {
+    let mut layers = vec![
+        Layer::conv("conv1", KERNEL, 1, 1, 0),
+        Layer::pool("pool1", 2),
+        Layer::conv("conv2", KERNEL, 1, 1, 0),
+        Layer::pool("pool2", 2),
+        Layer::conv("fc1", FEATURE_SIZE, 1, 1, 0),
+    ];
+    layers.extend((0..spec.hidden.len()).map(|i| Layer::conv(&format!("fc{}", i + 2), 1, 1, 1, 0)));
+    layers
+}
+
+/// The FCN's receptive-field table: field [`RECEPTIVE_FIELD`] (32) at stride
+/// [`STRIDE`] (4), as the lecture says: 5, 6, 6 + 4*2 = 14, 16, 16 + 4*4 = 32.
+pub fn receptive_field(spec: &ArchSpec) -> anyhow::Result<ReceptiveField> {
+    receptive_field_table(&fcn_layers(spec))
 }
 
 /// The two conv + ELU + pool stages shared by the classifier and the FCN.

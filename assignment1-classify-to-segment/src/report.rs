@@ -5,6 +5,7 @@ use std::fmt;
 use std::path::PathBuf;
 
 use common::data::locate::Located;
+use common::nn::ReceptiveField;
 use common::run_dir::{
     CHECKPOINT_FILE, CONFIG_FILE, HISTORY_CSV, LOSS_PNG, METRICS_FILE, PREDICTIONS_DIR,
 };
@@ -24,6 +25,9 @@ pub struct Report {
     pub evaluation: Evaluation,
     /// The FCN's output size rule in words.
     pub output_size_rule: String,
+    /// The FCN's receptive-field table (per layer kernel, stride, dilation,
+    /// padding, jump and field; `common::nn::receptive_field_table`).
+    pub receptive_field: ReceptiveField,
     /// The widths trained (recorded in `config.json` as `arch_spec`).
     #[serde(skip)]
     pub arch: ArchSpec,
@@ -82,6 +86,13 @@ fn data_name(data: &Located) -> String {
 impl fmt::Display for Report {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         writeln!(f, "data {}  arch {:?}", data_name(&self.data), self.arch)?;
+        writeln!(
+            f,
+            "receptive field {} px, stride {}:\n{}",
+            self.receptive_field.receptive_field,
+            self.receptive_field.jump,
+            self.receptive_field.to_text().trim_end()
+        )?;
         write!(f, "{}", self.evaluation)?;
         write!(
             f,

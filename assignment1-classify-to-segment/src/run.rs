@@ -8,7 +8,7 @@ use common::run_dir::RunDir;
 use crate::config::{Config, SavedConfig, PROGRAM};
 use crate::data::{load_data, locate_data};
 use crate::evaluate::{measure, segment_options};
-use crate::model::output_size_rule;
+use crate::model::{output_size_rule, receptive_field};
 use crate::predict::write_pictures;
 use crate::report::Report;
 use crate::training::train_classifier;
@@ -39,6 +39,11 @@ pub fn run(cfg: &Config) -> anyhow::Result<Report> {
     //    the validation patches, the FCN's map of the photo against its mask, and
     //    (unless --no-compare) the sliding windows and shift-and-stitch.
     eprintln!("{}", output_size_rule());
+    let field = receptive_field(&spec)?;
+    eprintln!(
+        "receptive field, layer by layer:\n{}",
+        field.to_text().trim_end()
+    );
     let options = segment_options(cfg, cfg.run.progress());
     let evaluation = measure(
         &trained.classifier,
@@ -55,6 +60,7 @@ pub fn run(cfg: &Config) -> anyhow::Result<Report> {
         train_patches,
         evaluation,
         output_size_rule: output_size_rule(),
+        receptive_field: field,
         arch: spec,
         out: run_dir.path().to_path_buf(),
     };
