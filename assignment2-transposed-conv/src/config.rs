@@ -102,7 +102,7 @@ pub struct Config {
     /// Seed of the weights, the shuffle and the augmentation
     #[arg(long, default_value_t = DEFAULT_SEED)]
     pub seed: u64,
-    /// Which nets to train: all, or names from transposed, skip, bilinear separated by commas
+    /// Which nets to train: all, or names from transposed, skip, bilinear, unpool, dilated separated by commas
     #[arg(long, default_value = "all")]
     pub model: Models,
     /// Passes over the training patches (each pass turns every patch by a random

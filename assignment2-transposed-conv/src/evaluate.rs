@@ -12,14 +12,14 @@ use common::data::Dataset;
 use common::device::{device_name, open_device};
 use common::metrics::ConfusionMatrix;
 use common::run_dir::RunDir;
-use common::viz::{colorize_mask, save_rgb, PANEL_GAP};
+use common::viz::{colorize_mask, heat_map, save_rgb, PANEL_GAP};
 use common::Result;
 use image::{Rgb, RgbImage};
 use ndarray::Array2;
 
 use crate::config::{EvaluateConfig, DEFAULT_SEED, PROGRAM};
 use crate::data::{find_flower_data, FlowerData, SCORE_NAME};
-use crate::model::{parameter_count, SegNet};
+use crate::model::{parameter_count, receptive_field, SegNet};
 use crate::predict::{load_nets, save_pictures, segment, segment_with_probability, Segmentation};
 use crate::report::{EvaluateReport, Setting, VariantScores};
 
@@ -86,22 +86,36 @@ pub fn roughness(map: &Array2<f32>) -> f64 {
 /// Writes the masks in VOC colours side by side, [`PANEL_GAP`] pixels apart on
 /// white; all masks must have one size.
 pub fn save_masks_side_by_side(path: &Path, masks: &[&Array2<u8>]) -> Result<()> {
-    let Some(first) = masks.first() else {
-        anyhow::bail!("{path:?}: no mask to draw");
+    let pictures: Vec<RgbImage> = masks.iter().map(|m| colorize_mask(m)).collect();
+    save_side_by_side(path, &pictures)
+}
+
+/// Writes the flower probability maps as heat maps side by side, [`PANEL_GAP`]
+/// pixels apart on white (where grid artefacts of an upsampling show); all maps
+/// must have one size.
+pub fn save_probabilities_side_by_side(path: &Path, maps: &[&Array2<f32>]) -> Result<()> {
+    let pictures: Vec<RgbImage> = maps.iter().map(|m| heat_map(m)).collect();
+    save_side_by_side(path, &pictures)
+}
+
+/// Writes `pictures` side by side, [`PANEL_GAP`] pixels apart on white.
+fn save_side_by_side(path: &Path, pictures: &[RgbImage]) -> Result<()> {
+    let Some(first) = pictures.first() else {
+        anyhow::bail!("{path:?}: no picture to draw");
     };
-    let (h, w) = first.dim();
-    if let Some(other) = masks.iter().find(|m| m.dim() != (h, w)) {
+    let (w, h) = first.dimensions();
+    if let Some(other) = pictures.iter().find(|p| p.dimensions() != (w, h)) {
         anyhow::bail!(
-            "{path:?}: masks differ in size, {h}x{w} and {:?}",
-            other.dim()
+            "{path:?}: pictures differ in size, {h}x{w} and {}x{}",
+            other.height(),
+            other.width()
         );
     }
-    let n = masks.len() as u32;
-    let (w32, h32) = (w as u32, h as u32);
-    let mut out = RgbImage::from_pixel(n * w32 + (n - 1) * PANEL_GAP, h32, Rgb([255, 255, 255]));
-    for (index, mask) in masks.iter().enumerate() {
-        let left = index as u32 * (w32 + PANEL_GAP);
-        image::imageops::replace(&mut out, &colorize_mask(mask), i64::from(left), 0);
+    let n = pictures.len() as u32;
+    let mut out = RgbImage::from_pixel(n * w + (n - 1) * PANEL_GAP, h, Rgb([255, 255, 255]));
+    for (index, picture) in pictures.iter().enumerate() {
+        let left = index as u32 * (w + PANEL_GAP);
+        image::imageops::replace(&mut out, picture, i64::from(left), 0);
     }
     save_rgb(path, &out)
 }
@@ -121,6 +135,7 @@ pub fn score_net(
         train_pixel_accuracy: dataset_pixel_accuracy(model, data.train.as_ref(), device)?,
         parameters: parameter_count(model.variant(), model.n_classes()),
         probability_roughness: roughness(&seg.probability),
+        receptive_field: receptive_field(model.variant())?,
     };
     Ok((scores, seg))
 }

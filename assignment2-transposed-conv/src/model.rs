@@ -1,7 +1,8 @@
-//! The three segmentation nets of the lecture's second step (course notebooks
-//! "ImSegByConvTranspose" and "ImSegByConvTransSkipConnection"): two conv + pool
-//! stages take the image to 1/4 of its size ([`SegNet`]'s encoder), and one of
-//! three decoders brings the class scores back to the input's exact size:
+//! The five segmentation nets of the lecture's second step (course notebooks
+//! "ImSegByConvTranspose" and "ImSegByConvTransSkipConnection", and the lecture's
+//! other two ways to full resolution): conv + pool stages take the image to a
+//! coarser grid ([`SegNet`]'s encoder), and one of five decoders brings the class
+//! scores back to the input's exact size:
 //!
 //! - [`TransposedDecoder`]: one 7x7 transposed convolution of stride 4 (padding 2,
 //!   output padding 1), straight from the pool-2 features to the class scores;
@@ -9,24 +10,33 @@
 //!   resolution, plus the pool-1 features (the skip connection), then a second
 //!   4x4 stride-2 transposed convolution to full size (as in FCN-16s/8s);
 //! - [`BilinearDecoder`]: a 1x1 convolution scores the pool-2 features and a
-//!   bilinear resize (PyTorch `align_corners=False`) brings them to full size.
+//!   bilinear resize (PyTorch `align_corners=False`) brings them to full size;
+//! - [`UnpoolDecoder`]: the encoder's pools keep the index of each maximum, and the
+//!   decoder puts the features back there (max-unpooling) and convolves, twice
+//!   (SegNet's decoder, Badrinarayanan, Kendall & Cipolla 2017, made small);
+//! - [`DilatedDecoder`]: no second pool; Yu & Koltun's basic context module (2016),
+//!   3x3 convolutions of dilation 1, 1, 2, 4, 8, identity-initialised, grows the
+//!   field at the pool-1 resolution, a 1x1 convolution scores, and one bilinear
+//!   step of 2 gives full size.
 //!
 //! Any input size works: the image is padded (edge pixels repeated) to a multiple
-//! of [`SIZE_MULTIPLE`], and the scores are cropped back.
+//! of [`SIZE_MULTIPLE`], and the scores are cropped back. [`receptive_field`]
+//! gives each net's layers to the receptive-field recurrence.
 //!
 //! A new variant is a [`Variant`] arm (in [`Variant::ALL`] and [`Variant::name`]),
-//! a struct implementing [`Decoder`], and one arm each in [`Variant::decoder`] and
-//! [`parameter_count`].
+//! a struct implementing [`Decoder`], and one arm each in [`Variant::decoder`],
+//! [`Variant::pooling`], [`parameter_count`] and [`decoder_layers`].
 
 use std::fmt;
 use std::str::FromStr;
 use std::sync::Arc;
 
-use candle::{Module, Result, Tensor};
-use candle_nn::VarBuilder;
+use candle::{Module, Result, Tensor, Var};
+use candle_nn::{Init, VarBuilder};
 use common::nn::{
-    conv2d, conv_transpose2d, max_pool2d, relu, resize_bilinear, Conv2d, ConvConfig,
-    ConvTranspose2d, ConvTransposeConfig,
+    conv2d, conv_transpose2d, max_pool2d, max_pool2d_with_indices, max_unpool2d,
+    receptive_field_table, relu, resize_bilinear, Conv2d, ConvConfig, ConvTranspose2d,
+    ConvTransposeConfig, Layer, ReceptiveField,
 };
 use serde::{Deserialize, Serialize};
 
@@ -47,11 +57,32 @@ pub enum Variant {
     Skip,
     /// A 1x1 score convolution and bilinear upsampling.
     Bilinear,
+    /// Max-unpooling with the encoder's saved indices, each followed by 3x3 convolutions.
+    Unpool,
+    /// One pool, a context module of dilated 3x3 convolutions, a 1x1 score, bilinear x2.
+    Dilated,
+}
+
+/// How the encoder pools for a variant's decoder.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Pooling {
+    /// Two 2x2 max pools.
+    Plain,
+    /// Two 2x2 max pools that keep the index of each maximum (for unpooling).
+    WithIndices,
+    /// The first pool only: the decoder reads the conv-2 features at 1/2 size.
+    FirstOnly,
 }
 
 impl Variant {
     /// All variants, in the order a default run trains them.
-    pub const ALL: [Variant; 3] = [Variant::Transposed, Variant::Skip, Variant::Bilinear];
+    pub const ALL: [Variant; 5] = [
+        Variant::Transposed,
+        Variant::Skip,
+        Variant::Bilinear,
+        Variant::Unpool,
+        Variant::Dilated,
+    ];
 
     /// The lower-case name used on the command line and as the variant's folder.
     pub fn name(self) -> &'static str {
@@ -59,17 +90,31 @@ impl Variant {
             Variant::Transposed => "transposed",
             Variant::Skip => "skip",
             Variant::Bilinear => "bilinear",
+            Variant::Unpool => "unpool",
+            Variant::Dilated => "dilated",
         }
     }
 
     /// The decoder of this variant for `n_classes` classes; its variables sit
-    /// directly under `vb` (`up.*`, `up1.*` and `up2.*`, or `score.*`).
+    /// directly under `vb` (`up.*`; `up1.*` and `up2.*`; `score.*`; `dec2.*`,
+    /// `dec1.*` and `score.*`; or `ctx1.*` .. `ctx5.*` and `score.*`).
     pub fn decoder(self, n_classes: usize, vb: VarBuilder) -> Result<Arc<dyn Decoder>> {
         Ok(match self {
             Variant::Transposed => Arc::new(TransposedDecoder::new(n_classes, vb)?),
             Variant::Skip => Arc::new(SkipDecoder::new(n_classes, vb)?),
             Variant::Bilinear => Arc::new(BilinearDecoder::new(n_classes, vb)?),
+            Variant::Unpool => Arc::new(UnpoolDecoder::new(n_classes, vb)?),
+            Variant::Dilated => Arc::new(DilatedDecoder::new(n_classes, vb)?),
         })
+    }
+
+    /// What the encoder keeps for this variant's decoder.
+    pub fn pooling(self) -> Pooling {
+        match self {
+            Variant::Transposed | Variant::Skip | Variant::Bilinear => Pooling::Plain,
+            Variant::Unpool => Pooling::WithIndices,
+            Variant::Dilated => Pooling::FirstOnly,
+        }
     }
 }
 
@@ -90,7 +135,7 @@ impl FromStr for Variant {
     }
 }
 
-/// The variants' names, `"transposed, skip or bilinear"` for `last = " or "`.
+/// The variants' names, `"transposed, skip, bilinear, unpool or dilated"` for `last = " or "`.
 pub fn variant_names(last: &str) -> String {
     let names: Vec<&str> = Variant::ALL.iter().map(|v| v.name()).collect();
     match names.split_last() {
@@ -105,10 +150,42 @@ pub fn variant_names(last: &str) -> String {
 pub struct Features {
     /// `(N, C1, H/2, W/2)`: after the first conv + ReLU + 2x2 max-pool.
     pub pool1: Tensor,
-    /// `(N, C2, H/4, W/4)`: after the second.
-    pub pool2: Tensor,
+    /// `(N, C2, H/2, W/2)`: after the second conv + ReLU, before its pool.
+    pub conv2: Tensor,
+    /// `(N, C2, H/4, W/4)`: after the second pool (none for [`Pooling::FirstOnly`]).
+    pub pool2: Option<Tensor>,
+    /// The pools' indices of their maxima (only for [`Pooling::WithIndices`]).
+    pub indices: Option<PoolIndices>,
     /// `(H, W)` of the (aligned) input, the size the scores must have.
     pub size: (usize, usize),
+}
+
+/// Where each pool's maxima were: `row * W + col` in the pooled plane
+/// (`common::nn::max_pool2d_with_indices`).
+#[derive(Debug, Clone)]
+pub struct PoolIndices {
+    /// `(N, C1, H/2, W/2)`, into `(H, W)` planes.
+    pub pool1: Tensor,
+    /// `(N, C2, H/4, W/4)`, into `(H/2, W/2)` planes.
+    pub pool2: Tensor,
+}
+
+impl Features {
+    /// The pool-2 features, or an error naming the decoder that wanted them.
+    pub fn pool2(&self, decoder: &str) -> Result<&Tensor> {
+        self.pool2.as_ref().ok_or_else(|| {
+            candle::Error::Msg(format!(
+                "the {decoder} decoder needs the second pool's features"
+            ))
+        })
+    }
+
+    /// The pools' indices, or an error naming the decoder that wanted them.
+    pub fn indices(&self, decoder: &str) -> Result<&PoolIndices> {
+        self.indices.as_ref().ok_or_else(|| {
+            candle::Error::Msg(format!("the {decoder} decoder needs the pools' indices"))
+        })
+    }
 }
 
 /// A decoder: from the encoder's features back to full-size class scores.
@@ -142,6 +219,21 @@ pub const SKIP_CONFIG: ConvTransposeConfig = ConvTransposeConfig {
 /// Kernel size of [`SKIP_CONFIG`].
 pub const SKIP_KERNEL: usize = 4;
 
+/// Channels of the unpooling decoder's convolutions.
+pub const UNPOOL_CHANNELS: usize = 16;
+/// Dilations of the context module's 3x3 convolutions (Yu & Koltun 2016, Table 1,
+/// the first five layers: fields 3, 5, 9, 17, 33 at the module's own resolution).
+pub const DILATIONS: [usize; 5] = [1, 1, 2, 4, 8];
+
+/// A 3x3 convolution that keeps the size: padding `dilation`.
+fn same_3x3(dilation: usize) -> ConvConfig {
+    ConvConfig {
+        padding: dilation,
+        dilation,
+        ..ConvConfig::default()
+    }
+}
+
 /// `transposed`: pool-2 features -> one 7x7 stride-4 transposed conv -> scores.
 #[derive(Debug, Clone)]
 pub struct TransposedDecoder {
@@ -164,7 +256,7 @@ impl TransposedDecoder {
 impl Decoder for TransposedDecoder {
     fn decode(&self, features: &Features) -> Result<Tensor> {
         // (N, C2, H/4, W/4) -> (N, K, H, W)
-        self.up.forward(&features.pool2)
+        self.up.forward(features.pool2("transposed")?)
     }
 }
 
@@ -199,7 +291,8 @@ impl SkipDecoder {
 impl Decoder for SkipDecoder {
     fn decode(&self, features: &Features) -> Result<Tensor> {
         // (N, C2, H/4, W/4) -> (N, C1, H/2, W/2), plus the pool-1 features
-        let fused = relu(&(self.up1.forward(&features.pool2)? + &features.pool1)?)?;
+        let up = self.up1.forward(features.pool2("skip")?)?;
+        let fused = relu(&(up + &features.pool1)?)?;
         // (N, C1, H/2, W/2) -> (N, K, H, W)
         self.up2.forward(&fused)
     }
@@ -229,11 +322,118 @@ impl Decoder for BilinearDecoder {
     fn decode(&self, features: &Features) -> Result<Tensor> {
         let (h, w) = features.size;
         // (N, C2, H/4, W/4) -> (N, K, H/4, W/4) -> (N, K, H, W)
-        resize_bilinear(&self.score.forward(&features.pool2)?, h, w)
+        resize_bilinear(&self.score.forward(features.pool2("bilinear")?)?, h, w)
     }
 }
 
-/// A segmentation net: two conv + ReLU + 2x2 max-pool stages and a [`Variant`]'s decoder.
+/// `unpool` (SegNet's decoder, small): unpool the pool-2 features with pool 2's
+/// indices, 3x3 conv (C2 -> 16) + ReLU; unpool with pool 1's indices, 3x3 conv
+/// (16 -> 16) + ReLU; a 1x1 conv scores. No upsampling weights are learned: the
+/// pools' indices say where each feature goes, and the convolutions fill in the
+/// zeros around it (each 3x3 window of an unpooled map holds at least one value).
+#[derive(Debug, Clone)]
+pub struct UnpoolDecoder {
+    dec2: Conv2d,
+    dec1: Conv2d,
+    score: Conv2d,
+}
+
+impl UnpoolDecoder {
+    pub fn new(n_classes: usize, vb: VarBuilder) -> Result<Self> {
+        let c = UNPOOL_CHANNELS;
+        Ok(Self {
+            dec2: conv2d(CHANNELS_2, c, 3, same_3x3(1), vb.pp("dec2"))?,
+            dec1: conv2d(c, c, 3, same_3x3(1), vb.pp("dec1"))?,
+            score: conv2d(c, n_classes, 1, ConvConfig::default(), vb.pp("score"))?,
+        })
+    }
+}
+
+impl Decoder for UnpoolDecoder {
+    fn decode(&self, features: &Features) -> Result<Tensor> {
+        let indices = features.indices("unpool")?;
+        let (h, w) = features.size;
+        // (N, C2, H/4, W/4) -> (N, C2, H/2, W/2) -> (N, 16, H/2, W/2)
+        let up2 = max_unpool2d(
+            features.pool2("unpool")?,
+            &indices.pool2,
+            2,
+            Some((h / 2, w / 2)),
+        )?;
+        let dec2 = relu(&self.dec2.forward(&up2)?)?;
+        // (N, 16, H/2, W/2) -> (N, 16, H, W) -> (N, 16, H, W) -> (N, K, H, W)
+        let up1 = max_unpool2d(&dec2, &indices.pool1, 2, Some((h, w)))?;
+        self.score.forward(&relu(&self.dec1.forward(&up1)?)?)
+    }
+}
+
+/// `dilated`: Yu & Koltun's basic context module on the conv-2 features at 1/2
+/// size (3x3 convolutions C2 -> C2 of dilation 1, 1, 2, 4, 8, each + ReLU), a 1x1
+/// conv scores, a bilinear resize by 2 gives full size.
+///
+/// The module is identity-initialised as in the paper (each layer starts by
+/// passing its input through: weight 1 at the centre tap from a channel to itself,
+/// 0 elsewhere, bias 0), so training starts from the front end's features and
+/// learns context on top; the features are already >= 0 (ReLU), so the ReLUs
+/// pass them unchanged too.
+#[derive(Debug, Clone)]
+pub struct DilatedDecoder {
+    context: Vec<Conv2d>,
+    score: Conv2d,
+}
+
+impl DilatedDecoder {
+    pub fn new(n_classes: usize, vb: VarBuilder) -> Result<Self> {
+        let context = DILATIONS
+            .iter()
+            .enumerate()
+            .map(|(i, &d)| identity_conv3x3(CHANNELS_2, d, vb.pp(format!("ctx{}", i + 1))))
+            .collect::<Result<Vec<_>>>()?;
+        let score = conv2d(
+            CHANNELS_2,
+            n_classes,
+            1,
+            ConvConfig::default(),
+            vb.pp("score"),
+        )?;
+        Ok(Self { context, score })
+    }
+}
+
+impl Decoder for DilatedDecoder {
+    fn decode(&self, features: &Features) -> Result<Tensor> {
+        let (h, w) = features.size;
+        // (N, C2, H/2, W/2) -> (N, C2, H/2, W/2), five times
+        let mut xs = features.conv2.clone();
+        for conv in &self.context {
+            xs = relu(&conv.forward(&xs)?)?;
+        }
+        // (N, C2, H/2, W/2) -> (N, K, H/2, W/2) -> (N, K, H, W)
+        resize_bilinear(&self.score.forward(&xs)?, h, w)
+    }
+}
+
+/// A 3x3 `channels -> channels` convolution of `dilation` (padding `dilation`)
+/// whose new variables start as the identity (Yu & Koltun's initialisation);
+/// variables already in `vb` (a checkpoint being loaded) are left as they are.
+fn identity_conv3x3(channels: usize, dilation: usize, vb: VarBuilder) -> Result<Conv2d> {
+    let fresh = !vb.contains_tensor("weight");
+    let weight = vb.get_with_hints((channels, channels, 3, 3), "weight", Init::Const(0.0))?;
+    let bias = vb.get_with_hints(channels, "bias", Init::Const(0.0))?;
+    if fresh && weight.is_variable() {
+        // (C, C, 3, 3): 1 at [c, c, 1, 1].
+        let mut identity = vec![0f32; channels * channels * 9];
+        for c in 0..channels {
+            identity[(c * channels + c) * 9 + 4] = 1.0;
+        }
+        let identity = Tensor::from_vec(identity, weight.shape(), weight.device())?
+            .to_dtype(weight.dtype())?;
+        Var::from_tensor(&weight)?.set(&identity)?;
+    }
+    Conv2d::new(weight, Some(bias), same_3x3(dilation))
+}
+
+/// A segmentation net: conv + ReLU + 2x2 max-pool stages and a [`Variant`]'s decoder.
 #[derive(Debug, Clone)]
 pub struct SegNet {
     variant: Variant,
@@ -250,15 +450,11 @@ impl SegNet {
         if n_classes < 2 {
             candle::bail!("a segmentation net needs at least 2 classes, got {n_classes}");
         }
-        let same = ConvConfig {
-            padding: 1,
-            ..ConvConfig::default()
-        };
         Ok(Self {
             variant,
             n_classes,
-            conv1: conv2d(3, CHANNELS_1, 3, same, vb.pp("conv1"))?,
-            conv2: conv2d(CHANNELS_1, CHANNELS_2, 3, same, vb.pp("conv2"))?,
+            conv1: conv2d(3, CHANNELS_1, 3, same_3x3(1), vb.pp("conv1"))?,
+            conv2: conv2d(CHANNELS_1, CHANNELS_2, 3, same_3x3(1), vb.pp("conv2"))?,
             decoder: variant.decoder(n_classes, vb)?,
         })
     }
@@ -273,18 +469,47 @@ impl SegNet {
         self.n_classes
     }
 
-    /// The encoder on an input whose height and width are multiples of [`SIZE_MULTIPLE`].
+    /// The encoder on an input whose height and width are multiples of
+    /// [`SIZE_MULTIPLE`], pooling as the variant's decoder needs.
     fn encode(&self, xs: &Tensor) -> Result<Features> {
         let (_, _, h, w) = xs.dims4()?;
+        let pooling = self.variant.pooling();
         // (N, 3, H, W) -> (N, C1, H/2, W/2)
-        let pool1 = max_pool2d(&relu(&self.conv1.forward(xs)?)?, 2)?;
-        // (N, C1, H/2, W/2) -> (N, C2, H/4, W/4)
-        let pool2 = max_pool2d(&relu(&self.conv2.forward(&pool1)?)?, 2)?;
+        let (pool1, indices1) = pool(&relu(&self.conv1.forward(xs)?)?, pooling)?;
+        // (N, C1, H/2, W/2) -> (N, C2, H/2, W/2)
+        let conv2 = relu(&self.conv2.forward(&pool1)?)?;
+        // (N, C2, H/2, W/2) -> (N, C2, H/4, W/4), unless the decoder reads conv2
+        let (pool2, indices) = match pooling {
+            Pooling::FirstOnly => (None, None),
+            _ => {
+                let (pool2, indices2) = pool(&conv2, pooling)?;
+                let indices = indices1
+                    .zip(indices2)
+                    .map(|(pool1, pool2)| PoolIndices { pool1, pool2 });
+                (Some(pool2), indices)
+            }
+        };
         Ok(Features {
             pool1,
+            conv2,
             pool2,
+            indices,
             size: (h, w),
         })
+    }
+}
+
+/// A 2x2 max pool, with the indices of its maxima for [`Pooling::WithIndices`].
+///
+/// # Shapes
+/// `(N, C, H, W) -> (N, C, H/2, W/2)`, indices the same
+fn pool(xs: &Tensor, pooling: Pooling) -> Result<(Tensor, Option<Tensor>)> {
+    match pooling {
+        Pooling::WithIndices => {
+            let (values, indices) = max_pool2d_with_indices(xs, 2)?;
+            Ok((values, Some(indices)))
+        }
+        Pooling::Plain | Pooling::FirstOnly => Ok((max_pool2d(xs, 2)?, None)),
     }
 }
 
@@ -330,6 +555,7 @@ pub fn padding_to_multiple(size: usize) -> usize {
 pub fn parameter_count(variant: Variant, n_classes: usize) -> usize {
     let conv = |c_in: usize, c_out: usize, k: usize| c_in * c_out * k * k + c_out;
     let encoder = conv(3, CHANNELS_1, 3) + conv(CHANNELS_1, CHANNELS_2, 3);
+    let c = UNPOOL_CHANNELS;
     encoder
         + match variant {
             Variant::Transposed => conv(CHANNELS_2, n_classes, TRANSPOSED_KERNEL),
@@ -337,5 +563,69 @@ pub fn parameter_count(variant: Variant, n_classes: usize) -> usize {
                 conv(CHANNELS_2, CHANNELS_1, SKIP_KERNEL) + conv(CHANNELS_1, n_classes, SKIP_KERNEL)
             }
             Variant::Bilinear => conv(CHANNELS_2, n_classes, 1),
+            Variant::Unpool => conv(CHANNELS_2, c, 3) + conv(c, c, 3) + conv(c, n_classes, 1),
+            Variant::Dilated => {
+                DILATIONS.len() * conv(CHANNELS_2, CHANNELS_2, 3) + conv(CHANNELS_2, n_classes, 1)
+            }
         }
+}
+
+/// The layers of a `variant` net along its deepest path, for the receptive-field
+/// recurrence (`common::nn::receptive_field`): the encoder's, then the decoder's.
+pub fn net_layers(variant: Variant) -> Vec<Layer> {
+    let mut layers = vec![
+        Layer::conv("conv1", 3, 1, 1, 1),
+        Layer::pool("pool1", 2),
+        Layer::conv("conv2", 3, 1, 1, 1),
+    ];
+    if variant.pooling() != Pooling::FirstOnly {
+        layers.push(Layer::pool("pool2", 2));
+    }
+    layers.extend(decoder_layers(variant));
+    layers
+}
+
+/// The decoder's layers of a `variant` net (the skip net's along its deeper path:
+/// the pool-1 features it adds have a smaller field).
+pub fn decoder_layers(variant: Variant) -> Vec<Layer> {
+    let (t, s) = (&TRANSPOSED_CONFIG, &SKIP_CONFIG);
+    match variant {
+        Variant::Transposed => vec![Layer::transposed_conv(
+            "up",
+            TRANSPOSED_KERNEL,
+            t.stride,
+            t.padding,
+        )],
+        Variant::Skip => vec![
+            Layer::transposed_conv("up1", SKIP_KERNEL, s.stride, s.padding),
+            Layer::transposed_conv("up2", SKIP_KERNEL, s.stride, s.padding),
+        ],
+        Variant::Bilinear => vec![
+            Layer::conv("score", 1, 1, 1, 0),
+            Layer::bilinear("resize", 4),
+        ],
+        Variant::Unpool => vec![
+            Layer::unpool("unpool2", 2),
+            Layer::conv("dec2", 3, 1, 1, 1),
+            Layer::unpool("unpool1", 2),
+            Layer::conv("dec1", 3, 1, 1, 1),
+            Layer::conv("score", 1, 1, 1, 0),
+        ],
+        Variant::Dilated => {
+            let mut layers: Vec<Layer> = DILATIONS
+                .iter()
+                .enumerate()
+                .map(|(i, &d)| Layer::conv(&format!("ctx{}", i + 1), 3, 1, d, d))
+                .collect();
+            layers.push(Layer::conv("score", 1, 1, 1, 0));
+            layers.push(Layer::bilinear("resize", 2));
+            layers
+        }
+    }
+}
+
+/// The receptive-field table of a `variant` net: per layer kernel, stride,
+/// dilation, padding, jump and field, in input pixels.
+pub fn receptive_field(variant: Variant) -> anyhow::Result<ReceptiveField> {
+    receptive_field_table(&net_layers(variant))
 }

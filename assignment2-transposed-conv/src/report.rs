@@ -7,6 +7,7 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 use common::data::locate::Located;
+use common::nn::ReceptiveField;
 use serde::{Deserialize, Serialize};
 
 use crate::model::Variant;
@@ -25,6 +26,9 @@ pub struct VariantScores {
     /// Mean |p - mean of its 4 neighbours| of the flower probability map: high
     /// for checkerboard texture, low for smooth maps.
     pub probability_roughness: f64,
+    /// The net's receptive-field table (per layer kernel, stride, dilation,
+    /// padding, jump and field; `common::nn::receptive_field_table`).
+    pub receptive_field: ReceptiveField,
 }
 
 /// One trained net: its figures, and how its training went.
@@ -133,18 +137,28 @@ fn print_table<'a>(rows: impl Iterator<Item = (&'a str, &'a VariantScores, Optio
     let mut rows: Vec<_> = rows.collect();
     rows.sort_by_key(|(name, _, _)| Variant::ALL.iter().position(|v| v.name() == *name));
     println!(
-        "{:<11} {:>10} {:>10} {:>10} {:>10} {:>9} {:>10}",
-        "model", "flower IoU", "pixel acc", "train acc", "parameters", "seconds", "roughness"
+        "{:<11} {:>10} {:>10} {:>10} {:>10} {:>9} {:>10} {:>6} {:>6}",
+        "model",
+        "flower IoU",
+        "pixel acc",
+        "train acc",
+        "parameters",
+        "seconds",
+        "roughness",
+        "field",
+        "grid"
     );
     for (name, v, seconds) in rows {
         let seconds = seconds.map_or_else(|| "-".to_owned(), |s| format!("{s:.1}"));
         println!(
-            "{name:<11} {:>9.2}% {:>9.2}% {:>9.2}% {:>10} {seconds:>9} {:>10.4}",
+            "{name:<11} {:>9.2}% {:>9.2}% {:>9.2}% {:>10} {seconds:>9} {:>10.4} {:>6} {:>6}",
             100.0 * v.flower_iou,
             100.0 * v.flower_pixel_accuracy,
             100.0 * v.train_pixel_accuracy,
             v.parameters,
-            v.probability_roughness
+            v.probability_roughness,
+            v.receptive_field.receptive_field,
+            format!("1/{}", v.receptive_field.coarsest_jump)
         );
     }
 }

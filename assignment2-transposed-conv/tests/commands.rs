@@ -38,9 +38,24 @@ fn reading(run: &Path, out: Option<&Path>) -> SavedRunArgs {
 
 /// Trains `transposed` and `bilinear` for `epochs` epochs on the tiny set in `data_dir`.
 fn train(data_dir: &Path, out: &Path, epochs: usize) -> Result<(Config, Report)> {
+    train_models(
+        data_dir,
+        out,
+        epochs,
+        vec![Variant::Transposed, Variant::Bilinear],
+    )
+}
+
+/// Trains `models` for `epochs` epochs on the tiny set in `data_dir`.
+fn train_models(
+    data_dir: &Path,
+    out: &Path,
+    epochs: usize,
+    models: Vec<Variant>,
+) -> Result<(Config, Report)> {
     let cfg = Config {
         run: args(data_dir, Some(out)),
-        model: Models::List(vec![Variant::Transposed, Variant::Bilinear]),
+        model: Models::List(models),
         epochs,
         ..Config::default()
     };
@@ -62,7 +77,13 @@ fn a_whole_run_writes_its_outputs_and_evaluate_and_predict_read_them() -> Result
     assert_eq!(report.setting.image_size, [93, 127]);
     assert_eq!(report.variants.len(), 2);
     assert_eq!(report.variants["bilinear"].scores.parameters, 5154);
-    for file in ["config.json", "metrics.json", "loss.png", "masks.png"] {
+    for file in [
+        "config.json",
+        "metrics.json",
+        "loss.png",
+        "masks.png",
+        "probabilities.png",
+    ] {
         assert!(out.join(file).is_file(), "{file}");
     }
     for file in [
@@ -87,9 +108,16 @@ fn a_whole_run_writes_its_outputs_and_evaluate_and_predict_read_them() -> Result
         "train_pixel_accuracy",
         "parameters",
         "train_seconds",
+        "probability_roughness",
     ] {
         assert!(metrics["variants"]["transposed"][key].is_number(), "{key}");
     }
+    // The receptive-field table: 7x7 stride-4 transposed conv after two pools.
+    let field = &metrics["variants"]["transposed"]["receptive_field"];
+    assert_eq!(field["receptive_field"], 16);
+    assert_eq!(field["coarsest_jump"], 4);
+    assert_eq!(field["layers"][4]["name"], "up");
+    assert_eq!(field["layers"][4]["kind"], "transposed_conv");
     assert_eq!(metrics["data"]["origin"], "given");
     // config.json is the config, and reads back as it.
     let saved: Config = serde_json::from_value(read_json(&out.join("config.json"))?)?;
@@ -97,6 +125,9 @@ fn a_whole_run_writes_its_outputs_and_evaluate_and_predict_read_them() -> Result
     // The side-by-side picture: reference + 2 masks of 127 px, 4 px apart.
     let masks = image::open(out.join("masks.png"))?;
     assert_eq!((masks.width(), masks.height()), (3 * 127 + 2 * 4, 93));
+    // The probability maps: 2 of 127 px, 4 px apart.
+    let maps = image::open(out.join("probabilities.png"))?;
+    assert_eq!((maps.width(), maps.height()), (2 * 127 + 4, 93));
     // The panel: image | truth | prediction.
     let panel = image::open(out.join("bilinear/predictions/flower_panel.png"))?;
     assert_eq!((panel.width(), panel.height()), (3 * 127 + 2 * 4, 93));
@@ -130,6 +161,36 @@ fn a_whole_run_writes_its_outputs_and_evaluate_and_predict_read_them() -> Result
     assert_eq!((panel.width(), panel.height()), (2 * 34 + 4, 21));
     let mask = image::open(folders[0].join("odd_mask.png"))?;
     assert_eq!((mask.width(), mask.height()), (34, 21));
+    Ok(())
+}
+
+#[test]
+fn the_unpool_and_dilated_nets_evaluate_to_their_run_figures() -> Result<()> {
+    // Their checkpoints read back (the identity initialisation of the context
+    // module must not overwrite loaded weights) and score as in the run.
+    let data_dir = tempfile::tempdir()?;
+    support::write_flower_layout(data_dir.path(), 3, 8)?;
+    let temp = tempfile::tempdir()?;
+    let out = temp.path().join("run");
+    let models = vec![Variant::Unpool, Variant::Dilated];
+    let (_, report) = train_models(data_dir.path(), &out, 2, models)?;
+    assert_eq!(report.variants["unpool"].scores.parameters, 12066);
+    assert_eq!(
+        report.variants["dilated"]
+            .scores
+            .receptive_field
+            .receptive_field,
+        74
+    );
+    let evaluated = evaluate(&EvaluateConfig {
+        saved: reading(&out, None),
+        model: Models::All,
+        data_dir: Some(data_dir.path().to_path_buf()),
+    })?;
+    assert_eq!(evaluated.variants.len(), 2);
+    for (name, trained) in &report.variants {
+        assert_eq!(evaluated.variants[name], trained.scores, "{name}");
+    }
     Ok(())
 }
 

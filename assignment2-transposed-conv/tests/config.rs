@@ -64,7 +64,7 @@ fn model_lists_parse_and_print() -> Result<()> {
     assert_eq!(two.to_string(), "transposed,bilinear");
     let err = "skip,deconv".parse::<Models>().unwrap_err().to_string();
     assert!(
-        err.contains("\"deconv\"") && err.contains("transposed, skip or bilinear"),
+        err.contains("\"deconv\"") && err.contains("transposed, skip, bilinear, unpool or dilated"),
         "{err}"
     );
     Ok(())

@@ -1,4 +1,4 @@
-//! The three nets: output size equals input size for odd and even sizes, the
+//! The five nets: output size equals input size for odd and even sizes, the
 //! parameter counts, padding and cropping, bad inputs; and the dihedral
 //! augmentation (flips and quarter turns).
 
@@ -50,10 +50,16 @@ fn parameter_counts_match_the_layer_shapes() -> Result<()> {
     // transposed: 32 -> 2, 7x7: 3136 + 2 = 3138            -> 8226
     // skip: 32 -> 16, 4x4: 8192 + 16; 16 -> 2, 4x4: 512 + 2 -> 13810
     // bilinear: 1x1 score 32 -> 2: 64 + 2 = 66             -> 5154
+    // unpool: 3x3 32 -> 16: 4608 + 16; 3x3 16 -> 16: 2304 + 16; 1x1 16 -> 2: 32 + 2
+    //         = 6978                                        -> 12066
+    // dilated: five 3x3 32 -> 32: 5 * (9216 + 32) = 46240; 1x1 32 -> 2: 66
+    //         = 46306                                       -> 51394
     let expected = [
         (Variant::Transposed, 8226),
         (Variant::Skip, 13810),
         (Variant::Bilinear, 5154),
+        (Variant::Unpool, 12066),
+        (Variant::Dilated, 51394),
     ];
     for (variant, count) in expected {
         let (_, varmap) = net(variant, 2)?;
@@ -110,7 +116,7 @@ fn bad_inputs_give_clear_errors() -> Result<()> {
     assert!(err.contains("at least 2 classes"), "{err}");
     let err = "deconv".parse::<Variant>().unwrap_err().to_string();
     assert!(
-        err.contains("\"deconv\"") && err.contains("transposed, skip or bilinear"),
+        err.contains("\"deconv\"") && err.contains("transposed, skip, bilinear, unpool or dilated"),
         "{err}"
     );
     assert_eq!("Skip".parse::<Variant>()?, Variant::Skip);
