@@ -328,6 +328,8 @@ pub fn run_binary(
         .args(args)
         .current_dir(dir)
         .env("CARGO_MANIFEST_DIR", dir)
+        // The panic message is what a student needs; a backtrace would bury it.
+        .env("RUST_BACKTRACE", "0")
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .process_group(0)
