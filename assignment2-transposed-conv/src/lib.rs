@@ -1,7 +1,8 @@
 //! Assignment 2 of segkit: full-resolution flower segmentation with transposed
 //! convolutions (course notebooks "ImSegByConvTranspose" and
-//! "ImSegByConvTransSkipConnection"), compared with a skip-connection net and
-//! bilinear upsampling.
+//! "ImSegByConvTransSkipConnection"), compared with a skip-connection net,
+//! bilinear upsampling, max-unpooling with the pools' indices (SegNet) and
+//! dilated convolutions (Yu & Koltun 2016), with each net's receptive field.
 
 pub mod config;
 pub mod data;
