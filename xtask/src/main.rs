@@ -142,6 +142,7 @@ fn grade_command(root: &Path, flags: &Flags) -> Result<()> {
         "out",
         "target-dir",
         "time-limit",
+        "expect",
     ])?;
     let course = Course::load(root)?;
     let submission = PathBuf::from(flags.need("submission")?);
