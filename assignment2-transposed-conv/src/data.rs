@@ -1,5 +1,6 @@
 //! The lecture's data: 38 pairs of 32x32 patches and grey masks (`TrainingImages/`,
-//! `TrainingLabels/`, white = flower) to train on, and `flower.jpg` with
+//! `TrainingLabels/`, white = flower, read by the rule `common::data::mask_rule` finds:
+//! JPEG grey, so luma >= 128) to train on, and `flower.jpg` with
 //! `flower_mask.png` to score on (never trained on). Also the dihedral-group
 //! augmentation (flips and 90-degree rotations) and the generated stand-in used
 //! when the real data cannot be found (see [`find_flower_data`]).
@@ -11,7 +12,7 @@ use anyhow::bail;
 use common::data::image_io::{load_image, load_palette_mask};
 use common::data::locate::{locate_noting, DataSetSpec, Located};
 use common::data::manifest::ManifestSet;
-use common::data::pairs::{MaskFormat, PairsDataset};
+use common::data::pairs::PairsDataset;
 use common::data::synthetic::{synthetic_dataset, SyntheticConfig};
 use common::data::transforms::Transform;
 use common::data::{Dataset, Sample};
@@ -22,8 +23,6 @@ use rand::Rng;
 
 /// Folder name of the data set (under `data/` or the shared data folder).
 pub const DATA_SET: &str = "cmput328-flower";
-/// Grey level from which a mask pixel is flower (the masks are JPEG, so not exactly 0/255).
-pub const MASK_THRESHOLD: u8 = 128;
 /// Training patches.
 pub const TRAIN_IMAGES: &str = "TrainingImages";
 /// Training masks, same file names as the patches.
@@ -84,14 +83,14 @@ pub fn check_root(root: &Path) -> Result<()> {
 /// Reads the real data set from `root` (see [`check_root`]).
 pub fn load_flower_data(root: &Path) -> Result<FlowerData> {
     check_root(root)?;
-    let train = PairsDataset::open(
+    let train = PairsDataset::open_detecting(
         &root.join(TRAIN_IMAGES),
         &root.join(TRAIN_LABELS),
-        MaskFormat::Grey {
-            threshold: MASK_THRESHOLD,
-        },
         class_names(),
     )?;
+    if let Some(rule) = train.mask_rule() {
+        eprintln!("{}", rule.description());
+    }
     let image = load_image(&root.join(SCORE_IMAGE))?;
     let mask_path = root.join(SCORE_MASK);
     let mask = load_palette_mask(&mask_path)?;
