@@ -5,7 +5,7 @@
 use std::path::PathBuf;
 
 use anyhow::bail;
-use clap::{Args, ValueEnum};
+use clap::{Args, Parser, ValueEnum};
 use common::cli::{RunArgs, SavedRunArgs};
 use common::run_dir::RunDir;
 use serde::{Deserialize, Serialize};
@@ -41,6 +41,11 @@ pub struct Config {
     #[command(flatten)]
     #[serde(flatten)]
     pub backbone: BackboneArgs,
+    /// A run of a few minutes for slow machines: the homework's first settings (3
+    /// fine-tuning epochs, no test-time flip) as the defaults; flags given still win
+    #[arg(long)]
+    #[serde(default)]
+    pub quick: bool,
     /// Seed of sampling, initialisation and shuffling
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
@@ -61,7 +66,8 @@ pub struct Config {
     #[arg(long, default_value_t = 15)]
     pub head_epochs: usize,
     /// Epochs of phase 2: the 1x1-conv head fine-tuned on whole images (0 skips it)
-    #[arg(long, default_value_t = 3)]
+    /// [--quick: 3]
+    #[arg(long, default_value_t = 10, default_value_if("quick", "true", "3"))]
     pub finetune_epochs: usize,
     /// VGG input size, HEIGHTxWIDTH
     #[arg(long, default_value = "180x240", value_parser = parse_size)]
@@ -96,6 +102,16 @@ pub struct Config {
     /// Class weights in the losses: none, median (median frequency / class frequency) or their square roots
     #[arg(long, value_enum, default_value_t = ClassWeighting::SqrtMedian)]
     pub class_weights: ClassWeighting,
+    /// Test-time flip: average the head's logits on each val image with the mirrored
+    /// logits on the mirrored image (one more VGG pass per val image) [--quick: false]
+    #[arg(
+        long,
+        action = clap::ArgAction::Set,
+        default_value_t = true,
+        default_value_if("quick", "true", "false")
+    )]
+    #[serde(default)]
+    pub test_flip: bool,
     /// Number of val images drawn as image | truth | prediction panels
     #[arg(long, default_value_t = 6)]
     pub panels: usize,
@@ -112,6 +128,20 @@ impl Default for Config {
     fn default() -> Self {
         common::cli::defaults()
     }
+}
+
+impl Config {
+    /// The defaults of `--quick`, as the command line gives them.
+    pub fn quick() -> Self {
+        QuickOnly::parse_from(["quick", "--quick"]).config
+    }
+}
+
+/// A parser of the `Config` alone, for [`Config::quick`].
+#[derive(Debug, Parser)]
+struct QuickOnly {
+    #[command(flatten)]
+    config: Config,
 }
 
 impl Config {
@@ -182,6 +212,9 @@ pub struct EvaluateConfig {
     /// Use at most this many images of the split [default: the run's --max-images]
     #[arg(long)]
     pub max_images: Option<usize>,
+    /// Test-time flip (true|false) [default: the run's --test-flip]
+    #[arg(long)]
+    pub test_flip: Option<bool>,
     /// Number of images drawn as image | truth | prediction panels
     #[arg(long, default_value_t = 6)]
     pub panels: usize,

@@ -38,6 +38,29 @@ pub fn predict_labels(
     labels_at(&logits, out_size)
 }
 
+/// The `(1, K, fh, fw)` logits of one image: of its taps, averaged with the mirrored
+/// logits of the mirrored image's taps where it has them (the test-time flip).
+pub fn image_logits(head: &ConvHead, image: &TapImage) -> anyhow::Result<Tensor> {
+    let (fh, fw) = image.feature_size()?;
+    let logits = head.forward_taps(&stack_taps(&[image])?, fh, fw)?;
+    let Some(flipped) = &image.flipped else {
+        return Ok(logits);
+    };
+    let mirrored: Vec<Tensor> = flipped
+        .iter()
+        .map(|tap| tap.to_dtype(candle::DType::F32))
+        .collect::<candle::Result<_>>()?;
+    let other = flip_width(&head.forward_taps(&mirrored, fh, fw)?)?;
+    Ok(((logits + other)? * 0.5)?)
+}
+
+/// `(N, C, H, W)` with its columns in reverse order.
+pub fn flip_width(xs: &Tensor) -> candle::Result<Tensor> {
+    let w = xs.dim(3)?;
+    let reversed: Vec<u32> = (0..w as u32).rev().collect();
+    xs.index_select(&Tensor::from_vec(reversed, w, xs.device())?, 3)
+}
+
 /// Argmax labels of `(1, K, h, w)` logits after bilinear resizing to `out_size`.
 fn labels_at(logits: &Tensor, out_size: (usize, usize)) -> anyhow::Result<Array2<u8>> {
     // (1, K, fh, fw) -> (1, K, H, W) -> (1, H, W) -> (H, W)
@@ -62,9 +85,7 @@ pub fn confusion(head: &ConvHead, images: &[TapImage]) -> anyhow::Result<(Confus
                 image.id
             );
         };
-        let taps = stack_taps(&[image])?;
-        let (fh, fw) = image.feature_size()?;
-        let logits = head.forward_taps(&taps, fh, fw)?; // (1, K, fh, fw)
+        let logits = image_logits(&head, image)?; // (1, K, fh, fw)
         loss_sum += common::loss::pixel_cross_entropy(&logits, &image.labels, None)?
             .to_scalar::<f32>()? as f64;
         let prediction = labels_at(&logits, mask.dim())?;
@@ -105,9 +126,7 @@ pub fn save_panels(
     let head = head.detached()?;
     for (index, image) in images.iter().take(n).enumerate() {
         let sample = ds.get(index)?;
-        let taps = stack_taps(&[image])?;
-        let size = image.feature_size()?;
-        let prediction = predict_labels(&head, &taps, size, sample.mask.dim())?;
+        let prediction = labels_at(&image_logits(&head, image)?, sample.mask.dim())?;
         let path = dir.predictions().join(format!("{}.png", sample.id));
         common::viz::save_panel(&path, &sample.image, Some(&sample.mask), &prediction)?;
     }
@@ -145,7 +164,8 @@ pub fn evaluate(cfg: &EvaluateConfig) -> anyhow::Result<EvaluateReport> {
         EvalSplit::Train => Split::Train,
     };
     let (ds, n) = data.split(split);
-    let images = extract_eval(&extractor, ds, n, split.name())?.images;
+    let flip = cfg.test_flip.unwrap_or(trained.test_flip);
+    let images = extract_eval(&extractor, ds, n, split.name(), flip)?.images;
     let (cm, loss) = confusion(&head, &images)?;
     save_confusion(&out, &cm, &record.class_names)?;
     save_panels(&out, &head, &images, ds, cfg.panels)?;

@@ -47,7 +47,7 @@ pub fn run(cfg: &Config) -> anyhow::Result<Report> {
     let settings = sample_settings(cfg, &data, &weights);
     let train = taps::extract_train(&vgg, &data.train, &settings, fine_tune)?;
     print_samples(&train.samples, data.class_names(), cfg.samples_per_class);
-    let val = taps::extract_eval(&vgg, &data.val, data.n_val, "val")?;
+    let val = taps::extract_eval(&vgg, &data.val, data.n_val, "val", cfg.test_flip)?;
     let mut timings = Timings {
         train_extraction_s: train.seconds,
         vgg_forward_s_per_image: train.vgg_s_per_image,
@@ -120,10 +120,12 @@ fn extractor<'a>(
     } else {
         0
     };
+    // The test-time flip keeps a second set of val taps, of the mirrored images.
+    let val_kept = data.n_val * if cfg.test_flip { 2 } else { 1 };
     taps::check_memory(
         cfg.input_size,
         (fh, fw),
-        data.n_val + train_kept,
+        val_kept + train_kept,
         cfg.max_cache_gib,
     )?;
     let settings = TapSettings::new(&data.root, weights, cfg.input_size, (fh, fw));

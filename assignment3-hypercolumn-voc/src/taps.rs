@@ -31,6 +31,8 @@ pub struct TapImage {
     pub labels: Tensor,
     /// The original `(H, W)` labels (kept for evaluation only).
     pub mask: Option<Array2<u8>>,
+    /// The taps of the mirrored image (left-right), for the test-time flip; `None` without.
+    pub flipped: Option<Vec<Tensor>>,
 }
 
 impl TapImage {
@@ -111,6 +113,8 @@ pub struct ExtractOptions {
     pub keep_masks: bool,
     /// Sample hypercolumns on the way.
     pub sampling: Option<Sampling>,
+    /// Also keep the taps of every image mirrored left-right (the test-time flip).
+    pub flip: bool,
 }
 
 /// What [`Extractor::split`] gives back.
@@ -154,6 +158,12 @@ impl Extractor<'_> {
         let cache = TapCache {
             dir: self.tap_dir.as_ref().map(|d| d.join(split)),
         };
+        let flip_cache = TapCache {
+            dir: self
+                .tap_dir
+                .as_ref()
+                .map(|d| d.join(format!("{split}-flip"))),
+        };
         let bar = progress_bar(self.progress, n, &format!("VGG {split}"));
         let mut images = Vec::new();
         let mut samples = opts.sampling.map(|_| SampledFeatures::empty(FEATURE_DIM));
@@ -169,6 +179,17 @@ impl Extractor<'_> {
                     taps
                 }
             };
+            let flipped = match (opts.flip, flip_cache.load(&sample.id, self.device)?) {
+                (false, _) => None,
+                (true, Some(taps)) => Some(taps),
+                (true, None) => {
+                    // (3, H, W) -> the same, columns in reverse order.
+                    let mirrored = sample.image.slice(ndarray::s![.., .., ..;-1]).to_owned();
+                    let taps = self.image_taps(&mirrored, &sample.id)?;
+                    flip_cache.save(&sample.id, &taps)?;
+                    Some(taps)
+                }
+            };
             let labels = resize_mask(&sample.mask, fh, fw);
             if let (Some(sampling), Some(samples)) = (opts.sampling, samples.as_mut()) {
                 let (features, picked) = sample_image(&taps, &labels, sampling, index)?;
@@ -182,6 +203,7 @@ impl Extractor<'_> {
                     taps,
                     labels,
                     mask: opts.keep_masks.then(|| sample.mask.clone()),
+                    flipped,
                 });
             }
             bar.inc(1);
@@ -361,6 +383,7 @@ pub fn extract_train(
         keep_taps,
         keep_masks: false,
         sampling: cached.is_none().then_some(sampling),
+        flip: false,
     };
     let extraction = ex.split(ds, n, "train", opts)?;
     let per_image = extraction.seconds / n as f64;
@@ -384,17 +407,20 @@ pub fn extract_train(
     })
 }
 
-/// The taps and original labels of the first `n` images of a split, for evaluation.
+/// The taps and original labels of the first `n` images of a split, for evaluation,
+/// with the taps of the mirrored images when `flip` (the test-time flip).
 pub fn extract_eval(
     ex: &Extractor,
     ds: &dyn Dataset,
     n: usize,
     split: &str,
+    flip: bool,
 ) -> anyhow::Result<Extraction> {
     let opts = ExtractOptions {
         keep_taps: true,
         keep_masks: true,
         sampling: None,
+        flip,
     };
     let extraction = ex.split(ds, n, split, opts)?;
     eprintln!(

@@ -405,10 +405,14 @@ fn evaluate_and_predict_refuse_other_folders_clearly() -> Result<()> {
 #[test]
 fn defaults_are_the_homeworks() {
     let cfg = Config::default();
-    assert_eq!((cfg.head_epochs, cfg.finetune_epochs, cfg.seed), (15, 3, 0));
+    assert_eq!(
+        (cfg.head_epochs, cfg.finetune_epochs, cfg.seed),
+        (15, 10, 0)
+    );
     assert_eq!(cfg.input_size, (180, 240));
     assert_eq!(cfg.feature_size(), (90, 120));
     assert_eq!((cfg.samples_per_class, cfg.hidden), (3, 128));
+    assert!(cfg.test_flip && !cfg.quick);
     assert_eq!((cfg.head_lr, cfg.head_batch_size), (1e-3, 128));
     assert_eq!((cfg.finetune_lr, cfg.finetune_batch_size), (1e-3, 4));
     assert_eq!(cfg.weight_decay, 1e-4);
@@ -426,4 +430,46 @@ fn defaults_are_the_homeworks() {
         EvaluateConfig::default().out_dir(),
         Path::new("runs/assignment3-hypercolumn-voc/seed0/evaluate")
     );
+}
+
+#[test]
+fn quick_keeps_the_homeworks_first_settings() {
+    let quick = Config::quick();
+    assert!(quick.quick);
+    assert_eq!((quick.head_epochs, quick.finetune_epochs), (15, 3));
+    assert_eq!(quick.input_size, (180, 240));
+    assert_eq!(quick.feature_size(), (90, 120));
+    assert_eq!((quick.samples_per_class, quick.hidden), (3, 128));
+    assert!(!quick.test_flip);
+    // Everything else is the default run's.
+    let full = Config::default();
+    let as_full = Config {
+        quick: false,
+        finetune_epochs: full.finetune_epochs,
+        test_flip: full.test_flip,
+        ..quick
+    };
+    assert_eq!(as_full, full);
+}
+
+#[test]
+fn flags_given_beside_quick_still_win() -> Result<()> {
+    #[derive(clap::Parser)]
+    struct Cli {
+        #[command(flatten)]
+        config: Config,
+    }
+    let cli = <Cli as clap::Parser>::try_parse_from([
+        "a3",
+        "--quick",
+        "--finetune-epochs",
+        "5",
+        "--test-flip",
+        "true",
+    ])
+    .map_err(|e| anyhow::anyhow!("{e}"))?;
+    assert_eq!(cli.config.finetune_epochs, 5);
+    assert!(cli.config.test_flip);
+    assert_eq!(cli.config.input_size, (180, 240));
+    Ok(())
 }

@@ -98,6 +98,7 @@ fn tap_batches_stack_the_images_per_level() -> Result<()> {
             ],
             labels: Tensor::zeros((1, 4, 4), DType::U32, &device)?,
             mask: None,
+            flipped: None,
         })
     };
     let images = vec![image(1.0)?, image(2.0)?, image(3.0)?];
