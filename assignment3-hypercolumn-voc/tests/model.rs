@@ -372,3 +372,40 @@ fn point_hypercolumns_equal_the_map() -> Result<()> {
     assert!(err.contains("outside the 10x15 feature map"), "{err}");
     Ok(())
 }
+
+#[test]
+fn flip_of_the_taps_alone_changes_nothing_in_the_1x1_head() -> Result<()> {
+    use assignment3_hypercolumn_voc::evaluate::{flip_width, image_logits};
+    use assignment3_hypercolumn_voc::taps::TapImage;
+    let device = Device::Cpu;
+    // (1, 1, 1, 3) [0 1 2] -> [2 1 0]
+    let row = Tensor::new(&[[[[0f32, 1.0, 2.0]]]], &device)?;
+    assert_eq!(
+        flip_width(&row)?.flatten_all()?.to_vec1::<f32>()?,
+        [2.0, 1.0, 0.0]
+    );
+    // A 1x1-conv head commutes with mirroring (bilinear resizing is symmetric too), so
+    // the test-time flip of mirrored taps gives the plain logits: only a VGG that sees
+    // the mirrored image can change them.
+    let sizes = [(6, 12, 16), (5, 6, 8), (3, 3, 4)];
+    let z: usize = sizes.iter().map(|s| s.0).sum();
+    let taps: Vec<Tensor> = sizes
+        .iter()
+        .map(|&(c, h, w)| Tensor::randn(0f32, 3.0, (1, c, h, w), &device))
+        .collect::<candle::Result<_>>()?;
+    let (_varmap, fc_head) = random_head(z, 8, 4, &device)?;
+    let conv_head = fc_head.convolutionalize()?;
+    let mut image = TapImage {
+        id: "mirror".to_owned(),
+        taps: taps.clone(),
+        labels: Tensor::zeros((1, 12, 16), DType::U32, &device)?,
+        mask: None,
+        flipped: None,
+    };
+    let plain = image_logits(&conv_head, &image)?;
+    assert_eq!(plain.dims(), [1, 4, 12, 16]);
+    image.flipped = Some(taps.iter().map(flip_width).collect::<candle::Result<_>>()?);
+    let diff = max_abs_diff(&plain, &image_logits(&conv_head, &image)?)?;
+    assert!(diff < 1e-4, "flipped taps change the logits by {diff}");
+    Ok(())
+}
