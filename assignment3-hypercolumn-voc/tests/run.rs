@@ -414,7 +414,7 @@ fn defaults_are_the_homeworks() {
     assert_eq!((cfg.samples_per_class, cfg.hidden), (3, 128));
     assert!(!cfg.test_flip && !cfg.quick);
     assert_eq!((cfg.head_lr, cfg.head_batch_size), (1e-3, 128));
-    assert_eq!((cfg.finetune_lr, cfg.finetune_batch_size), (1e-3, 4));
+    assert_eq!((cfg.finetune_lr, cfg.finetune_batch_size), (3e-3, 4));
     assert_eq!(cfg.weight_decay, 1e-4);
     assert_eq!(
         cfg.class_weights,
@@ -440,12 +440,14 @@ fn quick_keeps_the_homeworks_first_settings() {
     assert_eq!(quick.input_size, (180, 240));
     assert_eq!(quick.feature_size(), (90, 120));
     assert_eq!((quick.samples_per_class, quick.hidden), (3, 128));
+    assert_eq!(quick.finetune_lr, 1e-3);
     assert!(!quick.test_flip);
     // Everything else is the default run's.
     let full = Config::default();
     let as_full = Config {
         quick: false,
         finetune_epochs: full.finetune_epochs,
+        finetune_lr: full.finetune_lr,
         ..quick
     };
     assert_eq!(as_full, full);
