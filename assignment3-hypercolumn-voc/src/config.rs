@@ -67,7 +67,7 @@ pub struct Config {
     pub head_epochs: usize,
     /// Epochs of phase 2: the 1x1-conv head fine-tuned on whole images (0 skips it)
     /// [--quick: 3]
-    #[arg(long, default_value_t = 10, default_value_if("quick", "true", "3"))]
+    #[arg(long, default_value_t = 15, default_value_if("quick", "true", "3"))]
     pub finetune_epochs: usize,
     /// VGG input size, HEIGHTxWIDTH
     #[arg(long, default_value = "180x240", value_parser = parse_size)]

@@ -407,7 +407,7 @@ fn defaults_are_the_homeworks() {
     let cfg = Config::default();
     assert_eq!(
         (cfg.head_epochs, cfg.finetune_epochs, cfg.seed),
-        (15, 10, 0)
+        (15, 15, 0)
     );
     assert_eq!(cfg.input_size, (180, 240));
     assert_eq!(cfg.feature_size(), (90, 120));
