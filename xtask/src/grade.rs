@@ -1,7 +1,7 @@
 //! `cargo xtask grade --submission DIR`: the reference workspace with only the
 //! student's files copied in (those holding the assignment's task regions; never
 //! tests, fixtures or `Cargo.lock`), built once, each graded test run by its exact
-//! name under a time limit. Stable cargo only: `cargo test --no-run
+//! name under a time limit. Stable cargo only: `cargo build --tests --keep-going
 //! --message-format=json` names the test binaries, and each binary runs
 //! `--exact <test>` (libtest's JSON output is nightly-only).
 
@@ -196,15 +196,18 @@ pub struct Build {
     pub succeeded: bool,
 }
 
-/// `cargo test --workspace --no-run --no-fail-fast --message-format=json` in
-/// `tree` (`--no-fail-fast` keeps building the other crates when one fails).
+/// `cargo build --workspace --tests --keep-going --message-format=json` in `tree`:
+/// the test binaries `cargo test --no-run` would build, but `--keep-going` goes on
+/// building the other crates when one fails (`cargo test --no-fail-fast` does not:
+/// it stops scheduling builds at the first error, so whether a crate beside a broken
+/// one was graded depended on timing).
 pub fn build_tests(tree: &Path, target_dir: &Path) -> Result<Build> {
     let output = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
         .args([
-            "test",
+            "build",
             "--workspace",
-            "--no-run",
-            "--no-fail-fast",
+            "--tests",
+            "--keep-going",
             "--message-format=json",
         ])
         .current_dir(tree)
