@@ -22,11 +22,9 @@ fn mirror_routes(shared: &Path) -> Result<HashMap<String, http::Route>> {
     let prefix = manifest.common_prefix();
     let mut routes = HashMap::new();
     for entry in &manifest.entries {
-        let after_scheme = entry.url.split_once("://").map_or("", |(_, rest)| rest);
-        let url_path = after_scheme.split_once('/').map_or("", |(_, path)| path);
         let local = shared.join(entry.path.trim_start_matches(&prefix));
         let body = std::fs::read(&local).with_context(|| format!("reading {local:?}"))?;
-        routes.insert(url_path.to_owned(), http::Route::plain(body));
+        routes.insert(entry.url_path().to_owned(), http::Route::plain(body));
     }
     Ok(routes)
 }

@@ -50,6 +50,15 @@ pub struct Entry {
     pub path: String,
 }
 
+impl Entry {
+    /// The URL without its `scheme://host/` (`o/r/c/f` of `https://h/o/r/c/f`): what a
+    /// mirror keeps.
+    pub fn url_path(&self) -> &str {
+        let after_scheme = self.url.split_once("://").map_or("", |(_, rest)| rest);
+        after_scheme.split_once('/').map_or("", |(_, path)| path)
+    }
+}
+
 /// A parsed manifest.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Manifest {
@@ -118,9 +127,7 @@ impl Manifest {
     pub fn mirrored(mut self, base: &str) -> Manifest {
         let base = base.trim_end_matches('/');
         for entry in &mut self.entries {
-            let after_scheme = entry.url.split_once("://").map_or("", |(_, rest)| rest);
-            let path = after_scheme.split_once('/').map_or("", |(_, path)| path);
-            entry.url = format!("{base}/{path}");
+            entry.url = format!("{base}/{}", entry.url_path());
         }
         self
     }
