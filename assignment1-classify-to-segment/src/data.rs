@@ -10,6 +10,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::Context;
 use candle::{Device, Tensor};
+use common::data::flower_mask::{ensure_flower_mask, FLOWER_IMAGE, FLOWER_MASK};
 use common::data::image_io::{load_image, load_palette_mask};
 use common::data::locate::{locate_noting, DataSetSpec, Located};
 use common::data::manifest::ManifestSet;
@@ -37,9 +38,12 @@ pub const MANIFEST: ManifestSet = ManifestSet {
     text: include_str!("../../data/manifests/cmput328-flower.tsv"),
 };
 
-/// The download hook: fetches [`MANIFEST`] into `data/cmput328-flower/`.
+/// The download hook: fetches [`MANIFEST`] into `data/cmput328-flower/`, then makes
+/// the scene's reference mask, which the list does not hold, by its colour rule.
 fn download_flower(data: &Path) -> anyhow::Result<PathBuf> {
-    MANIFEST.fetch(data)
+    let root = MANIFEST.fetch(data)?;
+    ensure_flower_mask(&root)?;
+    Ok(root)
 }
 
 /// Finds the data set in the shared search order ([`common::data::locate::locate`]):
@@ -206,9 +210,9 @@ pub struct Scene {
 
 /// Reads `flower.jpg` and, when present, `flower_mask.png` from `root`.
 pub fn load_scene(root: &Path) -> anyhow::Result<Scene> {
-    let image_path = root.join("flower.jpg");
+    let image_path = root.join(FLOWER_IMAGE);
     let image = load_image(&image_path)?;
-    let mask_path = root.join("flower_mask.png");
+    let mask_path = root.join(FLOWER_MASK);
     let mask = if mask_path.exists() {
         let mask = load_palette_mask(&mask_path)?;
         let (_, h, w) = image.dim();

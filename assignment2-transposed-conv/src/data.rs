@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use anyhow::bail;
+use common::data::flower_mask::{ensure_flower_mask, FLOWER_IMAGE, FLOWER_MASK};
 use common::data::image_io::{load_image, load_palette_mask};
 use common::data::locate::{locate_noting, DataSetSpec, Located};
 use common::data::manifest::ManifestSet;
@@ -28,11 +29,11 @@ pub const TRAIN_IMAGES: &str = "TrainingImages";
 /// Training masks, same file names as the patches.
 pub const TRAIN_LABELS: &str = "TrainingLabels";
 /// The photo to segment (scoring only).
-pub const SCORE_IMAGE: &str = "flower.jpg";
+pub const SCORE_IMAGE: &str = FLOWER_IMAGE;
 /// The name of its pictures (`predictions/flower_panel.png`, ...).
 pub const SCORE_NAME: &str = "flower";
 /// Its reference mask, palette PNG with 0 = background, 1 = flower (scoring only).
-pub const SCORE_MASK: &str = "flower_mask.png";
+pub const SCORE_MASK: &str = FLOWER_MASK;
 
 /// Everything one run needs: the training pairs and the image to score.
 #[derive(Clone)]
@@ -148,9 +149,12 @@ pub const MANIFEST: ManifestSet = ManifestSet {
     text: include_str!("../../data/manifests/cmput328-flower.tsv"),
 };
 
-/// The download hook: fetches [`MANIFEST`] into `data/cmput328-flower/`.
+/// The download hook: fetches [`MANIFEST`] into `data/cmput328-flower/`, then makes
+/// the scene's reference mask, which the list does not hold, by its colour rule.
 fn download_flower(data: &Path) -> Result<PathBuf> {
-    MANIFEST.fetch(data)
+    let root = MANIFEST.fetch(data)?;
+    ensure_flower_mask(&root)?;
+    Ok(root)
 }
 
 /// What [`common::data::locate::locate`] needs to know of the set: its folder name,

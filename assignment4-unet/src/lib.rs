@@ -10,7 +10,6 @@ pub mod predict;
 pub mod rand_score;
 pub mod report;
 pub mod run;
-pub mod segments;
 pub mod tiling;
 pub mod training;
 pub mod weight_map;

@@ -17,7 +17,7 @@ use std::collections::HashMap;
 use ndarray::Array2;
 use serde::{Deserialize, Serialize};
 
-use crate::segments::connected_components;
+use common::segments::connected_components;
 
 /// The Rand scores of one or more images (all in 0..=1, higher is better).
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]

@@ -16,7 +16,7 @@ use serde::{Deserialize, Serialize};
 use common::data::image_io::tensor_to_mask;
 use common::data::IGNORE_LABEL;
 
-use crate::segments::connected_components;
+use common::segments::connected_components;
 
 /// The weight map's constants (the paper's values by default).
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]

@@ -2,7 +2,7 @@
 //! segmentations whose figures are worked out in the comments.
 
 use assignment4_unet::rand_score::RandCounts;
-use assignment4_unet::segments::connected_components;
+use common::segments::connected_components;
 use ndarray::{array, Array2};
 
 /// Rows of '#' (membrane, 0) and '.' (cell, 1).

@@ -18,6 +18,7 @@ pub mod palette;
 pub mod plot;
 pub mod run_dir;
 pub mod schedule;
+pub mod segments;
 pub mod train;
 pub mod viz;
 pub mod weights;

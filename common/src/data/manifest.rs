@@ -31,6 +31,7 @@ use sha2::{Digest, Sha256};
 use crate::data::fetch::{
     hex, inside, is_loopback, is_offline, sha256_file, HF_OFFLINE_ENV, OFFLINE_ENV,
 };
+use crate::workspace::workspace_data_dir;
 use crate::Result;
 
 /// The folder, inside a fetched set, that keeps the downloaded archives.
@@ -663,10 +664,21 @@ pub struct ManifestSet {
 }
 
 impl ManifestSet {
-    /// The parsed manifest, named `data/manifests/<name>.tsv` in messages, its URLs
-    /// pointed at `$SEGKIT_MIRROR` when that is set ([`Manifest::mirrored`]).
+    /// The parsed manifest, its URLs pointed at `$SEGKIT_MIRROR` when that is set
+    /// ([`Manifest::mirrored`]). The workspace's own `data/manifests/<name>.tsv`, when
+    /// it exists, is read instead of the copy built into the program, so an edited list
+    /// (another mirror, other files) needs no rebuild; messages name the file read.
     pub fn manifest(&self) -> Result<Manifest> {
-        let manifest = Manifest::parse(&format!("data/manifests/{}.tsv", self.name), self.text)?;
+        let local = workspace_data_dir()
+            .join("manifests")
+            .join(format!("{}.tsv", self.name));
+        let manifest = if local.is_file() {
+            let text = std::fs::read_to_string(&local)
+                .with_context(|| format!("cannot read the download list {local:?}"))?;
+            Manifest::parse(&local.display().to_string(), &text)?
+        } else {
+            Manifest::parse(&format!("data/manifests/{}.tsv", self.name), self.text)?
+        };
         Ok(match std::env::var(MIRROR_ENV) {
             Ok(base) if !base.is_empty() => manifest.mirrored(&base),
             _ => manifest,

@@ -5,6 +5,7 @@
 
 pub mod camvid;
 pub mod fetch;
+pub mod flower_mask;
 pub mod image_io;
 pub mod loader;
 pub mod locate;

@@ -1,6 +1,7 @@
-//! Cells as segments: the connected components (4-neighbourhood) of one class of a
-//! label mask, numbered 1.. in raster order, 0 for every other pixel. The Rand
-//! score and the border weight map both see a membrane image this way.
+//! Segments: the connected components (4-neighbourhood) of one class of a
+//! label mask, numbered 1.. in raster order, 0 for every other pixel. Assignment
+//! 4's Rand score and border weight map see a membrane image's cells this way; the
+//! flower mask rule fills holes and drops specks with them.
 
 use ndarray::Array2;
 
