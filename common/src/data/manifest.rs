@@ -31,7 +31,6 @@ use sha2::{Digest, Sha256};
 use crate::data::fetch::{
     hex, inside, is_loopback, is_offline, sha256_file, HF_OFFLINE_ENV, OFFLINE_ENV,
 };
-use crate::workspace::workspace_data_dir;
 use crate::Result;
 
 /// The folder, inside a fetched set, that keeps the downloaded archives.
@@ -664,33 +663,36 @@ pub struct ManifestSet {
 }
 
 impl ManifestSet {
-    /// The parsed manifest, its URLs pointed at `$SEGKIT_MIRROR` when that is set
-    /// ([`Manifest::mirrored`]). The workspace's own `data/manifests/<name>.tsv`, when
-    /// it exists, is read instead of the copy built into the program, so an edited list
-    /// (another mirror, other files) needs no rebuild; messages name the file read.
+    /// The manifest the program carries, its URLs pointed at `$SEGKIT_MIRROR` when
+    /// that is set ([`Manifest::mirrored`]).
     pub fn manifest(&self) -> Result<Manifest> {
-        let local = workspace_data_dir()
-            .join("manifests")
-            .join(format!("{}.tsv", self.name));
-        let manifest = if local.is_file() {
-            let text = std::fs::read_to_string(&local)
-                .with_context(|| format!("cannot read the download list {local:?}"))?;
-            Manifest::parse(&local.display().to_string(), &text)?
-        } else {
-            Manifest::parse(&format!("data/manifests/{}.tsv", self.name), self.text)?
-        };
-        Ok(match std::env::var(MIRROR_ENV) {
-            Ok(base) if !base.is_empty() => manifest.mirrored(&base),
-            _ => manifest,
-        })
+        let manifest = Manifest::parse(&format!("data/manifests/{}.tsv", self.name), self.text)?;
+        Ok(mirrored_by_env(manifest))
+    }
+
+    /// The manifest for a download into `data`: `data/manifests/<name>.tsv` when that
+    /// file exists (an edited list, another mirror or other files, needs no rebuild;
+    /// messages name the file read), else [`ManifestSet::manifest`].
+    pub fn manifest_for(&self, data: &Path) -> Result<Manifest> {
+        let local = data.join("manifests").join(format!("{}.tsv", self.name));
+        if !local.is_file() {
+            return self.manifest();
+        }
+        let text = std::fs::read_to_string(&local)
+            .with_context(|| format!("cannot read the download list {local:?}"))?;
+        Ok(mirrored_by_env(Manifest::parse(
+            &local.display().to_string(),
+            &text,
+        )?))
     }
 
     /// The `DataSetSpec.download` hook: fetches the set into `data/<name>/` and returns
-    /// that folder. A new folder is built as `data/.<name>.partial/` and renamed when
-    /// complete (a re-run resumes it), so `data/<name>/` is never a half set; an
-    /// existing `data/<name>/` is completed in place.
+    /// that folder, by the list [`ManifestSet::manifest_for`] gives for `data`. A new
+    /// folder is built as `data/.<name>.partial/` and renamed when complete (a re-run
+    /// resumes it), so `data/<name>/` is never a half set; an existing `data/<name>/`
+    /// is completed in place.
     pub fn fetch(&self, data: &Path) -> Result<PathBuf> {
-        let manifest = self.manifest()?;
+        let manifest = self.manifest_for(data)?;
         let dest = data.join(self.name);
         let fail = |err: anyhow::Error| {
             let help = manifest.offline_help(&dest);
@@ -716,16 +718,48 @@ impl ManifestSet {
 
     /// What the banner adds when downloads are off: [`Manifest::offline_help`] for `data/<name>/`.
     pub fn offline_help(&self, data: &Path) -> String {
-        match self.manifest() {
+        match self.manifest_for(data) {
             Ok(manifest) => manifest.offline_help(&data.join(self.name)),
             Err(err) => format!("{err:#}"),
         }
     }
 }
 
+/// `manifest` with its URLs pointed at `$SEGKIT_MIRROR` when that is set.
+fn mirrored_by_env(manifest: Manifest) -> Manifest {
+    match std::env::var(MIRROR_ENV) {
+        Ok(base) if !base.is_empty() => manifest.mirrored(&base),
+        _ => manifest,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_data_folders_own_list_is_read_before_the_built_in_one() -> Result<()> {
+        let hash = "2".repeat(64);
+        let set = ManifestSet {
+            name: "tiny",
+            text: "https://h/o/a.png\t0000000000000000000000000000000000000000000000000000000000000000\t1\ta.png\n",
+        };
+        let data = tempfile::tempdir()?;
+        assert_eq!(set.manifest_for(data.path())?.entries[0].bytes, 1);
+        let local = data.path().join("manifests/tiny.tsv");
+        std::fs::create_dir_all(data.path().join("manifests"))?;
+        std::fs::write(
+            &local,
+            format!("# edited\nhttps://m/o/b.png\t{hash}\t9\tb.png\n"),
+        )?;
+        let manifest = set.manifest_for(data.path())?;
+        assert_eq!(manifest.file, local.display().to_string());
+        assert_eq!((manifest.entries[0].bytes, manifest.entries.len()), (9, 1));
+        std::fs::write(&local, "not a manifest line\n")?;
+        let err = set.manifest_for(data.path()).expect_err("a bad list");
+        assert!(format!("{err:#}").contains("tiny.tsv"), "{err:#}");
+        Ok(())
+    }
 
     #[test]
     fn a_mirror_keeps_paths_hashes_and_sizes() -> Result<()> {
