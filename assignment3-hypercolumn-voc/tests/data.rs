@@ -1,7 +1,8 @@
 //! Choosing and fetching the data (`--dataset voc|camvid|DIR`): a short run on CamVid in
 //! the SegNet layout generated here; PASCAL VOC 2012 fetched by the real code path from
 //! the test HTTP server on 127.0.0.1 (common's `support/http.rs`) as a small generated
-//! tar in the VOC layout, then opened and run briefly; CamVid by its manifest, the same; and the default search still finding the shared
+//! tar in the VOC layout, and CamVid fetched by a manifest from the same kind of server,
+//! each then opened and run briefly; and the default search still finding the shared
 //! `camvid-voc` copy. No test touches the network or asks on the terminal.
 
 #[path = "../../common/tests/support/http.rs"]
