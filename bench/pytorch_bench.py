@@ -13,9 +13,11 @@ convs 1472-128-128-11, the first per VGG16 tap at the tap's resolution then bili
 upsampled to 90x120, pixel cross-entropy, Adam, batch 4. Prints median ms per call (after one
 warm-up), GFLOP/s of the convolutions only (backward counted as twice the forward) and the
 peak resident memory of a process that runs that case alone (ru_maxrss), with
-torch.set_num_threads = cores.
+torch.set_num_threads = cores. `--device cuda` runs every case on the GPU (tensors and
+parameters made there through torch.set_default_device, each call followed by
+torch.cuda.synchronize) and reports the peak GPU memory PyTorch allocated instead.
 
-    python3 bench/pytorch_bench.py [--runs 5] [--case conv-fwd]
+    python3 bench/pytorch_bench.py [--runs 5] [--case conv-fwd] [--device cpu|cuda]
 """
 
 import argparse
@@ -225,26 +227,40 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=5)
     parser.add_argument("--case", choices=CASES)
+    parser.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
     args = parser.parse_args()
     threads = os.cpu_count() or 1
     torch.set_num_threads(threads)
     torch.manual_seed(0)
+    cuda = args.device == "cuda"
+    if cuda and not torch.cuda.is_available():
+        raise SystemExit("--device cuda: PyTorch sees no CUDA device")
     if not args.case:
-        print(f"PyTorch {torch.__version__}, {threads} threads, median of {args.runs} runs after 1 warm-up")
-        print(f"{'case':<16} {'torch ms':>10} {'GFLOP/s':>9} {'peak MiB':>9}", flush=True)
+        where = torch.cuda.get_device_name(0) if cuda else f"{threads} threads"
+        memory = "GPU MiB" if cuda else "peak MiB"
+        print(f"PyTorch {torch.__version__}, {where}, median of {args.runs} runs after 1 warm-up")
+        print(f"{'case':<16} {'torch ms':>10} {'GFLOP/s':>9} {memory:>9}", flush=True)
         # One process per case, so each peak memory figure belongs to that case alone.
         for name in CASES:
-            subprocess.run([sys.executable, __file__, "--case", name, "--runs", str(args.runs)], check=True)
+            command = [sys.executable, __file__, "--case", name, "--runs", str(args.runs), "--device", args.device]
+            subprocess.run(command, check=True)
         return
+    torch.set_default_device(args.device)
     run, flops = make_case(args.case)
+    sync = torch.cuda.synchronize if cuda else (lambda: None)
     run()  # warm-up
+    sync()
     times = []
     for _ in range(max(args.runs, 1)):
         start = time.perf_counter()
         run()
+        sync()
         times.append((time.perf_counter() - start) * 1e3)
     ms = statistics.median(times)
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
+    if cuda:
+        peak = torch.cuda.max_memory_allocated() / 2**20
+    else:
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
     print(f"{args.case:<16} {ms:>10.1f} {flops / ms / 1e6:>9.1f} {peak:>9.0f}", flush=True)
 
 if __name__ == "__main__":

@@ -2,17 +2,20 @@
 //! (16), the default batch (4 random 256x256 RGB crops), cross-entropy + Dice and Adam:
 //! `common`'s fast CPU kernels against candle's own ops (`set_force_candle_ops`).
 //!
-//! `cargo bench -p assignment4-unet --bench train_step [-- --runs N] [--fast-only]` prints
-//! the median ms per step over N timed steps (default 5) after one warm-up, the
-//! convolution GFLOP/s (backward counted as twice the forward) and the speed-up over
-//! candle's ops (`--fast-only` skips candle's ops, for profiling). The PyTorch twin is the
-//! `unet-default-step` case of `bench/pytorch_bench.py`.
+//! `cargo bench -p assignment4-unet --bench train_step [-- --runs N] [--fast-only]
+//! [--device cpu|cuda]` prints the median ms per step over N timed steps (default 5)
+//! after one warm-up, the convolution GFLOP/s (backward counted as twice the forward) and
+//! the speed-up over candle's ops (`--fast-only` skips candle's ops, for profiling). On
+//! CUDA (a `--features cuda` build) candle's own ops are the only ones, so it prints the
+//! step time alone. The PyTorch twin is the `unet-default-step` case of
+//! `bench/pytorch_bench.py` (`--device cuda` there too).
 
 use assignment4_unet::config::Config;
 use assignment4_unet::model::{UNet, UNetConfig};
 use candle::{DType, Device, ModuleT, Tensor};
 use candle_nn::VarMap;
-use common::bench::{compare_with_candle, median_ms, runs_arg};
+use common::bench::{compare_with_candle, device_arg, median_ms, runs_arg};
+use common::device::open_device;
 use common::optim::{param_group, Adam, AdamConfig, Optimizer};
 
 /// The net and batch of a default `cargo run -p assignment4-unet`.
@@ -48,8 +51,8 @@ fn unet_flops(w: usize, n: usize, h: usize, w_px: usize) -> f64 {
 
 /// Median ms of `runs` training steps after one warm-up (with the ops chosen by
 /// `common::bench::compare_with_candle`).
-fn time_steps(runs: usize) -> anyhow::Result<f64> {
-    let device = Device::Cpu;
+fn time_steps(runs: usize, device: &Device) -> anyhow::Result<f64> {
+    let device = device.clone();
     let varmap = VarMap::new();
     let vb = common::init::seeded_var_builder(&varmap, 0, DType::F32, &device);
     let (net, batch, crop) = config();
@@ -67,6 +70,7 @@ fn time_steps(runs: usize) -> anyhow::Result<f64> {
         let loss = common::loss::ce_dice_loss(&logits, &masks, None)?;
         anyhow::ensure!(loss.to_scalar::<f32>()?.is_finite(), "loss is not finite");
         optimizer.step(&loss.backward()?)?;
+        device.synchronize()?;
         Ok(())
     })
 }
@@ -79,10 +83,22 @@ fn main() -> anyhow::Result<()> {
     let title = format!(
         "assignment-4 U-Net train step (width {}, {batch}x3x{crop}x{crop}, CE + Dice, Adam), median of {runs}", net.width
     );
+    let device = open_device(device_arg(&args)?)?;
+    if device.is_cuda() {
+        let ms = time_steps(runs, &device)?;
+        println!("{title}, CUDA");
+        println!("{:<18} {:>9} {:>8}", "case", "cuda ms", "GFLOP/s");
+        println!(
+            "{:<18} {ms:>9.1} {:>8.1}",
+            "unet-default-step",
+            flops / ms / 1e6
+        );
+        return Ok(());
+    }
     // `--fast-only` skips candle's ops (for profiling the fast path); their column is NaN.
     let fast_only = args.iter().any(|a| a == "--fast-only");
     compare_with_candle(&title, "unet-default-step", flops, fast_only, || {
-        time_steps(runs)
+        time_steps(runs, &device)
     })?;
     Ok(())
 }

@@ -19,6 +19,17 @@ pub fn runs_arg(args: &[String], default: usize) -> crate::Result<usize> {
     Ok(runs.max(1))
 }
 
+/// The device named by `--device cpu|cuda|auto` in a bench's arguments (`cpu` when absent).
+pub fn device_arg(args: &[String]) -> crate::Result<crate::device::DeviceChoice> {
+    match args.iter().position(|a| a == "--device") {
+        Some(i) => match args.get(i + 1) {
+            Some(value) => value.parse(),
+            None => anyhow::bail!("--device needs cpu, cuda or auto"),
+        },
+        None => Ok(crate::device::DeviceChoice::Cpu),
+    }
+}
+
 /// Median milliseconds of `runs` calls of `step`, after one untimed warm-up call.
 pub fn median_ms(runs: usize, mut step: impl FnMut() -> crate::Result<()>) -> crate::Result<f64> {
     step()?;

@@ -1,6 +1,7 @@
-//! Tests of `common::bench`: the `--runs` argument and the median of timed runs.
+//! Tests of `common::bench`: the `--runs` and `--device` arguments and the median of timed runs.
 
-use common::bench::{median_ms, runs_arg};
+use common::bench::{device_arg, median_ms, runs_arg};
+use common::device::DeviceChoice;
 
 fn args(list: &[&str]) -> Vec<String> {
     list.iter().map(|s| s.to_string()).collect()
@@ -14,6 +15,16 @@ fn runs_argument_is_parsed_with_a_default_and_a_floor_of_one() {
     let err = runs_arg(&args(&["bench", "--runs", "x"]), 5).unwrap_err();
     assert!(err.to_string().contains("--runs \"x\""), "{err}");
     assert!(runs_arg(&args(&["bench", "--runs"]), 5).is_err());
+}
+
+#[test]
+fn device_argument_defaults_to_the_cpu_and_refuses_unknown_names() {
+    assert_eq!(device_arg(&args(&["bench"])).unwrap(), DeviceChoice::Cpu);
+    let cuda = args(&["bench", "--runs", "3", "--device", "cuda"]);
+    assert_eq!(device_arg(&cuda).unwrap(), DeviceChoice::Cuda);
+    let err = device_arg(&args(&["bench", "--device", "tpu"])).unwrap_err();
+    assert!(err.to_string().contains("\"tpu\""), "{err}");
+    assert!(device_arg(&args(&["bench", "--device"])).is_err());
 }
 
 #[test]
