@@ -48,6 +48,18 @@ pub struct Task {
     pub points: f64,
     pub statement: String,
     pub tests: Vec<GradedTest>,
+    /// An end-to-end task: the tasks (of this assignment or earlier ones) whose
+    /// code its tests run besides its own. Its tests may fail on any of their
+    /// `todo!`s, and it needs no region of its own.
+    #[serde(default)]
+    pub needs: Vec<String>,
+}
+
+impl Task {
+    /// The tasks whose `todo!` a test of this task may fail on: itself and its needs.
+    pub fn covers(&self) -> impl Iterator<Item = &str> {
+        std::iter::once(self.id.as_str()).chain(self.needs.iter().map(String::as_str))
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -152,6 +164,7 @@ impl Course {
                     task.points
                 );
             }
+            self.check_needs(task, &at)?;
             for test in &task.tests {
                 let at = self.line_of(&format!("\"{}\"", test.name));
                 let (package, target, name) = test.parts();
@@ -164,6 +177,27 @@ impl Course {
                 if !tests.insert(&test.name) {
                     bail!("{at}: test {} grades two tasks", test.name);
                 }
+            }
+        }
+        Ok(())
+    }
+
+    /// An end-to-end task's needs: known tasks, none of a later assignment, not itself.
+    fn check_needs(&self, task: &Task, at: &str) -> Result<()> {
+        for need in &task.needs {
+            let Some(other) = self.task(need) else {
+                bail!(
+                    "{at}: task {} needs {need}, which course.toml does not list",
+                    task.id
+                );
+            };
+            if other.id == task.id || other.assignment > task.assignment {
+                bail!(
+                    "{at}: task {} (assignment {}) cannot need {need} (assignment {})",
+                    task.id,
+                    task.assignment,
+                    other.assignment
+                );
             }
         }
         Ok(())
@@ -188,8 +222,9 @@ impl Course {
         Ok(())
     }
 
+    /// Every task but an end-to-end one has code of its own to write.
     fn check_every_task_has_a_region(&self) -> Result<()> {
-        for task in &self.file.task {
+        for task in self.file.task.iter().filter(|t| t.needs.is_empty()) {
             let found = self.regions.values().flatten().any(|r| r.task == task.id);
             if !found {
                 let at = self.line_of(&format!("\"{}\"", task.id));

@@ -5,7 +5,7 @@
 //! --message-format=json` names the test binaries, and each binary runs
 //! `--exact <test>` (libtest's JSON output is nightly-only).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -125,6 +125,8 @@ pub fn grade(
     let (files, notes) = grading_files(course, submission, scope)?;
     tree::sync(&work.tree, &files)?;
     let build = build_tests(&work.tree, &work.target_dir)?;
+    let listed = list_tests(&build, &work.tree, time_limit)?;
+    check_test_names(course, scope, &build, &listed, true)?;
     let mut results = Vec::new();
     for task in course.tasks_in(scope) {
         for test in &task.tests {
@@ -251,6 +253,71 @@ pub fn build_tests(tree: &Path, target_dir: &Path) -> Result<Build> {
         }
     }
     Ok(build)
+}
+
+/// The tests of each test binary, as its `--list` names them.
+pub type Listed = BTreeMap<(String, String), BTreeSet<String>>;
+
+/// Runs every test binary of `build` with `--list`.
+pub fn list_tests(build: &Build, tree: &Path, limit: u64) -> Result<Listed> {
+    let mut listed = Listed::new();
+    for ((package, target), exe) in &build.binaries {
+        let (status, output) = run_binary(exe, &["--list"], &tree.join(package), limit)?;
+        if status != Some(true) {
+            bail!("{exe:?} --list failed:\n{output}");
+        }
+        let names = output
+            .lines()
+            .filter_map(|l| l.strip_suffix(": test"))
+            .map(str::to_owned)
+            .collect();
+        listed.insert((package.clone(), target.clone()), names);
+    }
+    Ok(listed)
+}
+
+/// Refuses a graded test of `scope` that its binary does not list, or whose
+/// target the build does not have (when its package built), naming the line
+/// of `course.toml`. A handout has no hidden tests: `with_hidden` false skips them.
+pub fn check_test_names(
+    course: &Course,
+    scope: Scope,
+    build: &Build,
+    listed: &Listed,
+    with_hidden: bool,
+) -> Result<()> {
+    for task in course.tasks_in(scope) {
+        for test in task.tests.iter().filter(|t| with_hidden || !t.hidden) {
+            let (package, target, name) = test.parts();
+            let at = course.line_of(&format!("\"{}\"", test.name));
+            match listed.get(&(package.to_owned(), target.to_owned())) {
+                Some(names) if names.contains(name) => {}
+                Some(_) => bail!(
+                    "{at}: test {} does not exist (not in the `--list` of {package}'s test target {target})",
+                    test.name
+                ),
+                None if build.errors.contains_key(package) || !build.succeeded => {}
+                None => bail!(
+                    "{at}: test {}: the build has no test target {target} in {package}",
+                    test.name
+                ),
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Builds the reference's tests in its own root (into `target_dir`), lists them,
+/// and refuses a graded test that does not exist; returns how many were checked.
+pub fn check_reference_test_names(course: &Course, target_dir: &Path) -> Result<usize> {
+    let build = build_tests(&course.root, target_dir)?;
+    if !build.succeeded {
+        let packages: Vec<&String> = build.errors.keys().collect();
+        bail!("the reference's tests do not build (in {packages:?})");
+    }
+    let listed = list_tests(&build, &course.root, 60)?;
+    check_test_names(course, Scope::All, &build, &listed, true)?;
+    Ok(course.file.task.iter().map(|t| t.tests.len()).sum())
 }
 
 /// The package name in a cargo package id (`path+file:///x/common#0.1.0`,

@@ -184,13 +184,25 @@ pub fn task_table(course: &Course, assignment: u32) -> String {
         .filter(|t| t.assignment == assignment)
     {
         table.push_str(&format!(
-            "| `{}` | {} | {} |\n",
-            task.id, task.points, task.statement
+            "| `{}` | {} | {}{} |\n",
+            task.id,
+            task.points,
+            task.statement,
+            needs_note(task)
         ));
         total += task.points;
     }
     table.push_str(&format!("| total | {total} | |\n"));
     table
+}
+
+/// ` (end to end: with `a`, `b`)` for a task that runs other tasks' code.
+fn needs_note(task: &crate::course::Task) -> String {
+    if task.needs.is_empty() {
+        return String::new();
+    }
+    let needs: Vec<String> = task.needs.iter().map(|n| format!("`{n}`")).collect();
+    format!(" (end to end: with {})", needs.join(", "))
 }
 
 /// Refuses an output folder that is not empty, or that lies inside the reference

@@ -8,6 +8,7 @@ pub mod grade;
 pub mod handout;
 pub mod lexer;
 pub mod markers;
+pub mod readme;
 pub mod report;
 pub mod strip;
 pub mod tree;

@@ -1,12 +1,13 @@
 //! `cargo xtask handout --assignment N|all --out DIR [--autograder FILE]` and
 //! `cargo xtask grade --submission DIR [--assignment N|all] [--out DIR]`;
 //! `cargo xtask verify --assignment N` (the handout checks); `cargo xtask check`
-//! checks `course.toml` and the markers only.
+//! checks `course.toml`, the markers and the READMEs' task tables (`--tests`: and
+//! that every graded test exists).
 
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
-use xtask::course::{Course, Scope};
+use xtask::course::{Course, Scope, COURSE_FILE};
 use xtask::grade::{self, Workdir};
 use xtask::{handout, report, tree};
 
@@ -16,19 +17,26 @@ const USAGE: &str = "usage:
       (DIR may also be a folder of submissions, one sub-folder each: one CSV for all)
   cargo xtask verify --assignment N|all [--target-dir DIR] [--time-limit SECONDS]
       (the handout builds, passes clippy, and only its graded tests fail, each on a todo!)
-  cargo xtask check";
+  cargo xtask check [--tests] [--target-dir DIR] [--write-readmes]
+      (course.toml, the markers and the README task tables; --tests: every graded test
+      is in its binary's --list; --write-readmes: rewrite the tables from course.toml)";
 
 /// `--flag value` pairs after the command.
 struct Flags(Vec<(String, String)>);
 
 impl Flags {
-    fn parse(args: &[String]) -> Result<Self> {
+    /// Parses `--name value` pairs; the names in `switches` take no value.
+    fn parse(args: &[String], switches: &[&str]) -> Result<Self> {
         let mut pairs = Vec::new();
         let mut it = args.iter();
         while let Some(flag) = it.next() {
             let Some(name) = flag.strip_prefix("--") else {
                 bail!("unexpected argument {flag:?}\n{USAGE}")
             };
+            if switches.contains(&name) {
+                pairs.push((name.to_owned(), "true".to_owned()));
+                continue;
+            }
             let value = it
                 .next()
                 .with_context(|| format!("--{name} needs a value\n{USAGE}"))?;
@@ -61,22 +69,44 @@ fn main() -> Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let root = tree::workspace_root()?;
     match args.first().map(String::as_str) {
-        Some("handout") => handout_command(&root, &Flags::parse(&args[1..])?),
-        Some("grade") => grade_command(&root, &Flags::parse(&args[1..])?),
-        Some("verify") => verify_command(&root, &Flags::parse(&args[1..])?),
-        Some("check") => {
-            let course = Course::load(&root)?;
-            let regions: usize = course.regions.values().map(Vec::len).sum();
-            println!(
-                "{}: {} tasks, {regions} regions in {} files: ok",
-                course.file.course.name,
-                course.file.task.len(),
-                course.regions.len()
-            );
-            Ok(())
-        }
+        Some("handout") => handout_command(&root, &Flags::parse(&args[1..], &[])?),
+        Some("grade") => grade_command(&root, &Flags::parse(&args[1..], &[])?),
+        Some("verify") => verify_command(&root, &Flags::parse(&args[1..], &[])?),
+        Some("check") => check_command(
+            &root,
+            &Flags::parse(&args[1..], &["tests", "write-readmes"])?,
+        ),
         _ => bail!("{USAGE}"),
     }
+}
+
+/// `check`: course.toml and the markers; with `--tests`, also that every graded
+/// test is in its binary's `--list` (the reference's tests are built for that).
+fn check_command(root: &Path, flags: &Flags) -> Result<()> {
+    flags.only(&["tests", "target-dir", "write-readmes"])?;
+    let course = Course::load(root)?;
+    if flags.get("write-readmes").is_some() {
+        for rel in xtask::readme::write_task_tables(&course)? {
+            println!("rewrote the task table of {}", rel.display());
+        }
+    }
+    let regions: usize = course.regions.values().map(Vec::len).sum();
+    println!(
+        "{}: {} tasks, {regions} regions in {} files: ok",
+        course.file.course.name,
+        course.file.task.len(),
+        course.regions.len()
+    );
+    xtask::readme::check_task_tables(&course)?;
+    println!("the assignments' README task tables agree with {COURSE_FILE}");
+    if flags.get("tests").is_some() {
+        let target_dir = flags
+            .get("target-dir")
+            .map_or_else(|| root.join("target"), PathBuf::from);
+        let tests = grade::check_reference_test_names(&course, &std::path::absolute(target_dir)?)?;
+        println!("all {tests} graded tests are in their test binaries' --list");
+    }
+    Ok(())
 }
 
 fn handout_command(root: &Path, flags: &Flags) -> Result<()> {

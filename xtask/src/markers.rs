@@ -255,7 +255,24 @@ fn replacement(lines: &[&str], region: &Region) -> Vec<String> {
         Some(hint) => format!("{}: {hint}", region.task),
         None => region.task.clone(),
     };
-    vec![format!("{indent}todo!(\"{}\")", escape_format(&message))]
+    todo_lines(&indent, &format!("\"{}\"", escape_format(&message)))
+}
+
+/// rustfmt's default `max_width`: the handouts are checked with `cargo fmt --check`.
+pub const MAX_WIDTH: usize = 100;
+
+/// `todo!(<literal>)` as rustfmt writes it: on one line when that fits in
+/// [`MAX_WIDTH`]; else the literal on a line of its own, indented once more,
+/// when that line fits with room for a trailing comma; else (a literal too long
+/// for any line, which rustfmt leaves alone) on one line.
+fn todo_lines(indent: &str, literal: &str) -> Vec<String> {
+    let width = |s: &str| s.chars().count();
+    let one_line = format!("{indent}todo!({literal})");
+    let inner = format!("{indent}    {literal}");
+    if width(&one_line) <= MAX_WIDTH || width(&inner) > MAX_WIDTH - 1 {
+        return vec![one_line];
+    }
+    vec![format!("{indent}todo!("), inner, format!("{indent})")]
 }
 
 /// `    // let x = 1;` -> `    let x = 1;`
@@ -369,6 +386,27 @@ fn g() -> Vec<u8> {
         assert!(refusal(stray_stub).starts_with("bad.rs:2: a STUB block must follow"));
         let trailing = "fn f() {\n    1 // BEGIN SOLUTION a1.f\n}\n";
         assert!(refusal(trailing).starts_with("bad.rs:2: a marker must be a line comment alone"));
+    }
+
+    #[test]
+    fn long_todos_are_written_as_rustfmt_writes_them() {
+        let literal = |n: usize| format!("\"{}\"", "x".repeat(n - 2));
+        // 4 + 7 + 89 = 100 columns: one line.
+        assert_eq!(todo_lines("    ", &literal(89)).len(), 1);
+        // 101 columns: the literal on its own line (8 + 91 = 99 columns).
+        let broken = todo_lines("    ", &literal(91));
+        assert_eq!(
+            broken,
+            vec![
+                "    todo!(".to_owned(),
+                format!("        {}", literal(91)),
+                "    )".to_owned()
+            ]
+        );
+        // A literal that fits no line is left on one, as rustfmt leaves it.
+        assert_eq!(todo_lines("    ", &literal(92)).len(), 1);
+        assert_eq!(todo_lines("        ", &literal(87)).len(), 3);
+        assert_eq!(todo_lines("        ", &literal(88)).len(), 1);
     }
 
     #[test]

@@ -55,17 +55,17 @@ tests = [{ name = "second/second/squares", points = 3 }]
 const FILES: &[(&str, &str)] = &[
     (
         "Cargo.toml",
-        "[workspace]\nresolver = \"2\"\nmembers = [\n    \"base\",\n    \"first\",\n    \"second\",\n]\n",
+        "[workspace]\nresolver = \"2\"\nmembers = [\n    \"base\",\n    \"first\",\n    \"second\",\n]\n\n[workspace.lints.rust]\nunsafe_code = \"forbid\"\n",
     ),
     ("README.md", "# tiny\n\n## For instructors\n\nsecret plans\n\n## Licence\n\nMIT\n"),
-    ("base/Cargo.toml", "[package]\nname = \"base\"\nversion = \"0.1.0\"\nedition = \"2021\"\n"),
+    ("base/Cargo.toml", "[package]\nname = \"base\"\nversion = \"0.1.0\"\nedition = \"2021\"\n\n[lints]\nworkspace = true\n"),
     (
         "base/src/lib.rs",
         "//! Base.\n\n/// Twice `x`.\npub fn double(x: u64) -> u64 {\n    // BEGIN SOLUTION a1.double shift or multiply\n    x * 2\n    // END SOLUTION\n}\n\n/// `x` squared.\npub fn square(x: u64) -> u64 {\n    // BEGIN SOLUTION a2.square\n    x * x\n    // END SOLUTION\n}\n",
     ),
     (
         "first/Cargo.toml",
-        "[package]\nname = \"first\"\nversion = \"0.1.0\"\nedition = \"2021\"\n\n[dependencies]\nbase = { path = \"../base\" }\n",
+        "[package]\nname = \"first\"\nversion = \"0.1.0\"\nedition = \"2021\"\n\n[lints]\nworkspace = true\n\n[dependencies]\nbase = { path = \"../base\" }\n",
     ),
     (
         "first/src/lib.rs",
@@ -77,7 +77,7 @@ const FILES: &[(&str, &str)] = &[
     ),
     (
         "second/Cargo.toml",
-        "[package]\nname = \"second\"\nversion = \"0.1.0\"\nedition = \"2021\"\n\n[dependencies]\nbase = { path = \"../base\" }\n",
+        "[package]\nname = \"second\"\nversion = \"0.1.0\"\nedition = \"2021\"\n\n[lints]\nworkspace = true\n\n[dependencies]\nbase = { path = \"../base\" }\n",
     ),
     ("second/src/lib.rs", "//! Second.\n\npub use base::square;\n"),
     (
@@ -322,5 +322,118 @@ fn course_errors_name_the_line() -> Result<()> {
         err.contains("test first/first/halves does not exist"),
         "{err}"
     );
+    Ok(())
+}
+
+#[test]
+fn check_lists_the_reference_tests_and_refuses_an_unknown_name_with_its_line() -> Result<()> {
+    let (dir, course) = tiny_course()?;
+    let target = dir.path().join("target");
+    assert_eq!(grade::check_reference_test_names(&course, &target)?, 4);
+    let root = dir.path().join("ref");
+    std::fs::write(
+        root.join("course.toml"),
+        COURSE.replace("second/second/squares", "second/second/cubes"),
+    )?;
+    let course = Course::load(&root)?;
+    let err = grade::check_reference_test_names(&course, &target)
+        .unwrap_err()
+        .to_string();
+    let line = COURSE
+        .lines()
+        .position(|l| l.contains("second/second/squares"))
+        .expect("the line")
+        + 1;
+    assert_eq!(
+        err,
+        format!("course.toml:{line}: test second/second/cubes does not exist (not in the `--list` of second's test target second)")
+    );
+    Ok(())
+}
+
+/// The tiny reference with a1.add's hint long enough that rustfmt puts its
+/// `todo!` message on a line of its own.
+fn tiny_course_with_a_long_hint() -> Result<(tempfile::TempDir, Course)> {
+    let (dir, course) = tiny_course()?;
+    let hint = "add the two numbers; mind you: this hint is long enough to be wrapped by rustfmt";
+    replace_in(
+        &course.root.join("first/src/lib.rs"),
+        "// BEGIN SOLUTION a1.add",
+        &format!("// BEGIN SOLUTION a1.add {hint}"),
+    )?;
+    let course = Course::load(&course.root)?;
+    Ok((dir, course))
+}
+
+#[test]
+fn verify_passes_a_good_handout_with_a_wrapped_todo_and_refuses_an_ungraded_failure() -> Result<()>
+{
+    let (dir, course) = tiny_course_with_a_long_hint()?;
+    let work = dir.path().join("target");
+    let files = handout::handout_files(&course, Scope::One(1))?;
+    let lib = String::from_utf8_lossy(&files[Path::new("first/src/lib.rs")]).into_owned();
+    assert!(
+        lib.contains("    todo!(\n        \"a1.add: add the two numbers;")
+            && lib.contains(" rustfmt\"\n    )\n}"),
+        "{lib}"
+    );
+    // Builds, passes clippy and cargo fmt --check, and only graded tests fail.
+    xtask::verify::verify(&course, Scope::One(1), &work, 60)?;
+
+    // A failing test that no task grades is refused.
+    let tests = course.root.join("first/tests/first.rs");
+    let text = std::fs::read_to_string(&tests)?;
+    std::fs::write(
+        &tests,
+        format!(
+            "{text}\n#[test]\nfn doubles_again() {{\n    assert_eq!(base::double(1), 2);\n}}\n"
+        ),
+    )?;
+    let err = xtask::verify::verify(&course, Scope::One(1), &work, 60)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("first/first/doubles_again fails but no task of assignment 1 grades it"),
+        "{err}"
+    );
+    Ok(())
+}
+
+#[test]
+fn the_command_grades_a_folder_of_submissions_into_one_csv() -> Result<()> {
+    let (dir, course) = tiny_course()?;
+    let submissions = dir.path().join("submissions");
+    let zip = dir.path().join("h1.zip");
+    // ann hands in the bare handout; bob writes both tasks.
+    handout::write_handout(&course, Scope::One(1), &submissions.join("ann"), &zip)?;
+    let bob = submissions.join("bob");
+    handout::write_handout(&course, Scope::One(1), &bob, &zip)?;
+    replace_in(&bob.join("first/src/lib.rs"), "todo!(\"a1.add\")", "a + b")?;
+    replace_in(
+        &bob.join("base/src/lib.rs"),
+        "todo!(\"a1.double: shift or multiply\")",
+        "x + x",
+    )?;
+    std::fs::create_dir_all(submissions.join("not-a-submission"))?;
+    let out = dir.path().join("grades");
+    let status = std::process::Command::new(env!("CARGO_BIN_EXE_xtask"))
+        .current_dir(&course.root)
+        .arg("grade")
+        .arg("--submission")
+        .arg(&submissions)
+        .arg("--out")
+        .arg(&out)
+        .arg("--target-dir")
+        .arg(dir.path().join("target"))
+        .status()?;
+    assert!(status.success());
+    assert_eq!(
+        std::fs::read_to_string(out.join("grades.csv"))?,
+        "student,a1.add,a1.double,total\nann,0,0,0\nbob,3,2,5\n"
+    );
+    let results: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("bob/results.json"))?)?;
+    assert_eq!(results["score"], 5.0);
+    assert!(out.join("ann/grade.md").is_file());
     Ok(())
 }
