@@ -10,7 +10,8 @@ random weights; assignment 4's U-Net at its default width 16 (4 downs, transpose
 ups, cross-entropy + Dice, Adam) on 4x3x256x256 (`cargo bench -p assignment4-unet`); and
 assignment 3's head fine-tuning step (`cargo bench -p assignment3-hypercolumn-voc`): 1x1
 convs 1472-128-128-11, the first per VGG16 tap at the tap's resolution then bilinearly
-upsampled to 90x120, pixel cross-entropy, Adam, batch 4. Prints median ms per call (after one
+upsampled to 90x120, pixel cross-entropy, Adam, batch 4; and one 4096x4096 f32 torch.mm
+(`gemm-4096`, the machine's single-precision limit). Prints median ms per call (after one
 warm-up), GFLOP/s of the convolutions only (backward counted as twice the forward) and the
 peak resident memory of a process that runs that case alone (ru_maxrss), with
 torch.set_num_threads = cores. `--device cuda` runs every case on the GPU (tensors and
@@ -32,7 +33,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-CASES = ["conv-fwd", "conv-fwd-bwd", "unet-train-step", "vgg11-fwd", "unet-default-step", "a3-head-step"]
+CASES = ["conv-fwd", "conv-fwd-bwd", "unet-train-step", "vgg11-fwd", "unet-default-step", "a3-head-step",
+         "gemm-4096"]
 
 
 def conv_flops(conv, n, h, w):
@@ -128,6 +130,15 @@ def ce_dice(logits, targets):
 
 def make_case(name):
     """Returns (callable doing one call, FLOPs of one call)."""
+    if name == "gemm-4096":
+        # The machine's single-precision limit, as `cargo bench -p common --bench kernels
+        # -- --case gemm-4096` measures it for the gemm crate.
+        a, b = torch.rand(4096, 4096), torch.rand(4096, 4096)
+
+        def run():
+            torch.mm(a, b)
+
+        return run, 2.0 * 4096**3
     if name in ("conv-fwd", "conv-fwd-bwd"):
         x = torch.randn(4, 64, 128, 128, requires_grad=True)
         conv = nn.Conv2d(64, 64, 3, padding=1, bias=False)

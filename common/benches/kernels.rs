@@ -7,7 +7,10 @@
 //! peak resident memory (VmHWM) belongs to that case alone, and prints one table: median
 //! ms per call over the timed runs after one warm-up, GFLOP/s (convolution FLOPs only)
 //! and the speed-up over candle. Arguments after `--`: `--runs N` (default 5),
-//! `--case NAME` (one case, both modes), `--breakdown` (where a U-Net step spends its time).
+//! `--case NAME` (one case, both modes), `--fast-only` (the fast kernels alone),
+//! `--breakdown` (where a U-Net step spends its time). The case `gemm-4096` (not run by
+//! default) times one 4096x4096 f32 product through the `gemm` crate: the machine's
+//! single-precision limit that the convolutions are measured against.
 //! Both modes run with the allocator tuned as the programs run it
 //! (`common::alloc::reuse_freed_memory`); `SEGKIT_MALLOC_DEFAULTS=1` keeps glibc's defaults.
 
@@ -261,8 +264,50 @@ impl AdamW {
 /// A benchmark case: a closure doing one call, and the FLOPs of one call.
 type Case = (Box<dyn FnMut() -> Result<()>>, f64);
 
+/// The machine's single-precision limit: one 4096x4096 @ 4096x4096 f32 product through
+/// the `gemm` crate on every rayon thread, as the convolutions call it.
+fn gemm_peak_case() -> Case {
+    const N: usize = 4096;
+    let lhs: Vec<f32> = (0..N * N).map(|i| (i % 7) as f32 * 0.1).collect();
+    let rhs: Vec<f32> = (0..N * N).map(|i| (i % 5) as f32 * 0.1).collect();
+    let mut dst = vec![0f32; N * N];
+    let threads = match rayon::current_num_threads() {
+        0 | 1 => gemm::Parallelism::None,
+        t => gemm::Parallelism::Rayon(t),
+    };
+    let run = move || -> Result<()> {
+        // SAFETY: three row-major N x N buffers of exactly N * N elements, no aliasing.
+        unsafe {
+            gemm::gemm(
+                N,
+                N,
+                N,
+                dst.as_mut_ptr(),
+                1,
+                N as isize,
+                false,
+                lhs.as_ptr(),
+                1,
+                N as isize,
+                rhs.as_ptr(),
+                1,
+                N as isize,
+                0.0,
+                1.0,
+                false,
+                false,
+                false,
+                threads,
+            )
+        };
+        Ok(())
+    };
+    (Box::new(run), 2.0 * (N * N * N) as f64)
+}
+
 fn make_case(name: &str, dev: &Device) -> Result<Case> {
     match name {
+        "gemm-4096" => Ok(gemm_peak_case()),
         "conv-fwd" | "conv-fwd-bwd" => {
             let x = Var::from_tensor(&Tensor::randn(0f32, 1., (4, 64, 128, 128), dev)?)?;
             let conv = Conv::new(64, 64, 3, false, dev)?;
@@ -430,9 +475,15 @@ fn main() -> anyhow::Result<()> {
         "{:<16} {:>10} {:>9} {:>9} {:>11} {:>9} {:>9} {:>8}",
         "case", "fast ms", "GFLOP/s", "peak MiB", "candle ms", "GFLOP/s", "peak MiB", "speed-up"
     );
+    // `--fast-only` skips candle's ops (their columns are NaN): for timing against PyTorch.
+    let fast_only = args.iter().any(|a| a == "--fast-only");
     for case in &cases {
         let (fast_ms, flops, fast_mib) = spawn(case, "fast", runs)?;
-        let (candle_ms, _, candle_mib) = spawn(case, "candle", runs)?;
+        let (candle_ms, _, candle_mib) = if fast_only || case == "gemm-4096" {
+            (f64::NAN, flops, f64::NAN)
+        } else {
+            spawn(case, "candle", runs)?
+        };
         let gflops = |ms: f64| flops / ms / 1e6;
         println!(
             "{case:<16} {fast_ms:>10.1} {:>9.1} {fast_mib:>9.0} {candle_ms:>11.1} {:>9.1} {candle_mib:>9.0} {:>7.2}x",
