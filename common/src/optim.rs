@@ -16,6 +16,8 @@ use candle::backprop::GradStore;
 use candle::{DType, Device, Shape, Tensor, Var};
 use candle_nn::VarMap;
 
+use crate::kernels::{self, AdamStep};
+
 /// Returns a plain message error. Unlike `candle::bail!` it attaches no
 /// backtrace, which would otherwise fill the message when `RUST_BACKTRACE` is set.
 macro_rules! fail {
@@ -449,44 +451,75 @@ impl Adam {
     }
 }
 
-impl Optimizer for Adam {
-    fn step(&mut self, grads: &GradStore) -> candle::Result<()> {
+impl Adam {
+    /// The scalars of step `t` of a var in a group of learning rate `group_lr`.
+    fn step_scalars(&self, group_lr: f64, t: u64) -> AdamStep {
         let AdamConfig {
-            lr,
             beta1,
             beta2,
             eps,
             weight_decay,
             decoupled,
+            ..
         } = self.config;
+        AdamStep {
+            beta1,
+            beta2,
+            eps,
+            step_size: group_lr / (1.0 - beta1.powf(t as f64)),
+            bias_correction2_sqrt: (1.0 - beta2.powf(t as f64)).sqrt(),
+            coupled_decay: if decoupled { 0.0 } else { weight_decay },
+            param_scale: if decoupled {
+                1.0 - group_lr * weight_decay
+            } else {
+                1.0
+            },
+        }
+    }
+}
+
+/// One Adam step of `var` with candle's ops (the CUDA path, and the reference the fast
+/// in-place kernel is tested against): gives the new moments.
+fn adam_step_with_candle_ops(
+    var: &Var,
+    grad: &Tensor,
+    (m, v): (&Tensor, &Tensor),
+    s: &AdamStep,
+) -> candle::Result<(Tensor, Tensor)> {
+    let mut param = var.as_tensor().detach();
+    let mut grad = grad.detach();
+    if s.param_scale != 1.0 {
+        param = (param * s.param_scale)?;
+    }
+    if s.coupled_decay != 0.0 {
+        grad = (grad + (&param * s.coupled_decay)?)?;
+    }
+    // torch: exp_avg.lerp_(grad, 1 - beta1) = m + (1 - beta1) * (g - m).
+    let m = (m + ((&grad - m)? * (1.0 - s.beta1))?)?;
+    // torch: exp_avg_sq.mul_(beta2).addcmul_(grad, grad, value=1 - beta2).
+    let v = ((v * s.beta2)? + (grad.sqr()? * (1.0 - s.beta2))?)?;
+    let denom = ((v.sqrt()? / s.bias_correction2_sqrt)? + s.eps)?;
+    let update = ((&m / &denom)? * s.step_size)?;
+    var.set(&(param - update)?)?;
+    Ok((m, v))
+}
+
+impl Optimizer for Adam {
+    /// On the CPU in f32/f64, each var is updated by `common::kernels::adam_step` (three
+    /// in-place passes); elsewhere by candle's ops. Both compute the same update.
+    fn step(&mut self, grads: &GradStore) -> candle::Result<()> {
         for (group_idx, group) in self.groups.iter().enumerate() {
-            let group_lr = lr * group.lr_scale;
+            let group_lr = self.config.lr * group.lr_scale;
             for (var_idx, (_, var)) in group.vars.iter().enumerate() {
                 let Some(grad) = grads.get(var) else { continue };
-                let mut param = var.as_tensor().detach();
-                let mut grad = grad.detach();
-                if weight_decay != 0.0 {
-                    if decoupled {
-                        param = (param * (1.0 - group_lr * weight_decay))?;
-                    } else {
-                        grad = (grad + (&param * weight_decay)?)?;
-                    }
-                }
                 let t = self.var_steps[group_idx][var_idx] + 1;
-                let m = &self.m[group_idx][var_idx];
-                let v = &self.v[group_idx][var_idx];
-                // torch: exp_avg.lerp_(grad, 1 - beta1) = m + (1 - beta1) * (g - m).
-                let m = (m + ((&grad - m)? * (1.0 - beta1))?)?;
-                // torch: exp_avg_sq.mul_(beta2).addcmul_(grad, grad, value=1 - beta2).
-                let v = ((v * beta2)? + (grad.sqr()? * (1.0 - beta2))?)?;
-                let bias_correction1 = 1.0 - beta1.powf(t as f64);
-                let bias_correction2 = 1.0 - beta2.powf(t as f64);
-                let step_size = group_lr / bias_correction1;
-                let denom = ((v.sqrt()? / bias_correction2.sqrt())? + eps)?;
-                let update = ((&m / &denom)? * step_size)?;
-                var.set(&(param - update)?)?;
-                self.m[group_idx][var_idx] = m;
-                self.v[group_idx][var_idx] = v;
+                let scalars = self.step_scalars(group_lr, t);
+                let (m, v) = (&self.m[group_idx][var_idx], &self.v[group_idx][var_idx]);
+                if !kernels::adam_step(var.as_tensor(), grad, m, v, &scalars)? {
+                    let (m, v) = adam_step_with_candle_ops(var, grad, (m, v), &scalars)?;
+                    self.m[group_idx][var_idx] = m;
+                    self.v[group_idx][var_idx] = v;
+                }
                 self.var_steps[group_idx][var_idx] = t;
             }
         }
@@ -508,8 +541,9 @@ impl Optimizer for Adam {
         for (group_idx, group) in self.groups.iter().enumerate() {
             for (var_idx, (var_name, _)) in group.vars.iter().enumerate() {
                 let key = format!("{}.{var_name}", group.name);
-                state.insert(format!("{key}.m"), self.m[group_idx][var_idx].clone());
-                state.insert(format!("{key}.v"), self.v[group_idx][var_idx].clone());
+                // Copies: the fast path updates the moments in place.
+                state.insert(format!("{key}.m"), self.m[group_idx][var_idx].copy()?);
+                state.insert(format!("{key}.v"), self.v[group_idx][var_idx].copy()?);
                 let t = self.var_steps[group_idx][var_idx];
                 state.insert(format!("{key}.step"), count_tensor(t)?);
             }
@@ -536,8 +570,15 @@ impl Optimizer for Adam {
         }
         reader.finish()?;
         self.steps = steps.unwrap_or_default();
-        self.m = m;
-        self.v = v;
+        // Own copies: the fast path updates the moments in place.
+        let own = |groups: Vec<Vec<Tensor>>| -> candle::Result<Vec<Vec<Tensor>>> {
+            groups
+                .into_iter()
+                .map(|g| g.iter().map(Tensor::copy).collect())
+                .collect()
+        };
+        self.m = own(m)?;
+        self.v = own(v)?;
         self.var_steps = var_steps;
         Ok(())
     }

@@ -12,6 +12,7 @@
 //! `(c_in, c_out, kh, kw)`.
 
 mod activation;
+mod adam;
 mod bias;
 mod conv;
 mod norm;
@@ -24,6 +25,7 @@ use std::sync::OnceLock;
 
 use candle::{DType, Tensor};
 
+pub use adam::AdamStep;
 use conv::{ConvBiasFwd, ConvBwdInput, ConvFwd, ConvGeom};
 pub(crate) use resize::{Resize, ResizeGeom};
 
@@ -52,6 +54,26 @@ pub fn candle_ops_forced() -> bool {
 /// op for this tensor: on the CPU, f32 or f64, and candle's ops not forced.
 pub fn uses_fast_path(xs: &Tensor) -> bool {
     !candle_ops_forced() && xs.device().is_cpu() && matches!(xs.dtype(), DType::F32 | DType::F64)
+}
+
+/// One Adam / AdamW step of a variable in place, on the fast path: `param` and its moments
+/// `m`, `v` are updated by three element-wise passes and no new tensor. Gives `false`, and
+/// changes nothing, where the fast path does not apply (not the CPU, not f32/f64, candle's
+/// ops forced, a non-contiguous tensor or mixed dtypes): the caller then uses candle's ops.
+pub fn adam_step(
+    param: &Tensor,
+    grad: &Tensor,
+    m: &Tensor,
+    v: &Tensor,
+    step: &AdamStep,
+) -> candle::Result<bool> {
+    let same_dtype = [grad, m, v].iter().all(|t| t.dtype() == param.dtype());
+    let contiguous = [param, m, v].iter().all(|t| t.is_contiguous());
+    if !uses_fast_path(param) || !same_dtype || !contiguous {
+        return Ok(false);
+    }
+    adam::adam_step_in_place(param, &grad.contiguous()?, m, v, step)?;
+    Ok(true)
 }
 
 /// Stride, padding and dilation of a 2-D convolution (the same for both axes; no groups).
