@@ -255,8 +255,10 @@ impl TransposedDecoder {
 
 impl Decoder for TransposedDecoder {
     fn decode(&self, features: &Features) -> Result<Tensor> {
+        // BEGIN SOLUTION a2.decoders transposed: the one 7x7 stride-4 transposed convolution on the pool-2 features
         // (N, C2, H/4, W/4) -> (N, K, H, W)
         self.up.forward(features.pool2("transposed")?)
+        // END SOLUTION
     }
 }
 
@@ -290,11 +292,13 @@ impl SkipDecoder {
 
 impl Decoder for SkipDecoder {
     fn decode(&self, features: &Features) -> Result<Tensor> {
+        // BEGIN SOLUTION a2.decoders skip: up1 on the pool-2 features, plus the pool-1 features (the skip), ReLU, then up2
         // (N, C2, H/4, W/4) -> (N, C1, H/2, W/2), plus the pool-1 features
         let up = self.up1.forward(features.pool2("skip")?)?;
         let fused = relu(&(up + &features.pool1)?)?;
         // (N, C1, H/2, W/2) -> (N, K, H, W)
         self.up2.forward(&fused)
+        // END SOLUTION
     }
 }
 
@@ -320,9 +324,11 @@ impl BilinearDecoder {
 
 impl Decoder for BilinearDecoder {
     fn decode(&self, features: &Features) -> Result<Tensor> {
+        // BEGIN SOLUTION a2.decoders bilinear: score the pool-2 features with the 1x1 conv, then resize_bilinear to features.size
         let (h, w) = features.size;
         // (N, C2, H/4, W/4) -> (N, K, H/4, W/4) -> (N, K, H, W)
         resize_bilinear(&self.score.forward(features.pool2("bilinear")?)?, h, w)
+        // END SOLUTION
     }
 }
 

@@ -12,8 +12,10 @@ pub fn transposed_out_size(
     padding: usize,
     output_padding: usize,
 ) -> Option<usize> {
+    // BEGIN SOLUTION a2.size_rule the slides' rule along one axis; None for an empty input or a size that is not positive
     let full = (input.checked_sub(1)?) * stride + kernel + output_padding;
     full.checked_sub(2 * padding).filter(|&size| size > 0)
+    // END SOLUTION
 }
 
 /// Output size of a convolution along one axis: `floor((in + 2p - k) / s) + 1`,

@@ -305,6 +305,7 @@ impl Backbone {
                 xs.dims()
             );
         }
+        // BEGIN SOLUTION a3.taps block by block (a 2x2 max-pool before every block but the first, each conv + ReLU), the block's last ReLU output is its tap
         let mut xs = xs.detach();
         let mut taps = Vec::with_capacity(self.blocks.len());
         for (block_index, block) in self.blocks.iter().enumerate() {
@@ -317,6 +318,7 @@ impl Backbone {
             taps.push(xs.clone());
         }
         Ok(taps)
+        // END SOLUTION
     }
 }
 
@@ -367,16 +369,20 @@ impl FeatureNorm {
     /// # Shapes
     /// `(B, Z) -> (B, Z)`
     pub fn apply_rows(&self, xs: &Tensor) -> candle::Result<Tensor> {
+        // BEGIN SOLUTION a3.head the mean/std first layer: (x - mean) / std for each row
         xs.broadcast_sub(&self.mean.unsqueeze(0)?)?
             .broadcast_div(&self.std.unsqueeze(0)?)
+        // END SOLUTION
     }
 
     /// # Shapes
     /// `(N, Z, H, W) -> (N, Z, H, W)`
     pub fn apply_maps(&self, xs: &Tensor) -> candle::Result<Tensor> {
+        // BEGIN SOLUTION a3.conv_head the mean/std first layer on maps: (x - mean) / std for each channel
         let mean = self.mean.reshape((1, (), 1, 1))?;
         let std = self.std.reshape((1, (), 1, 1))?;
         xs.broadcast_sub(&mean)?.broadcast_div(&std)
+        // END SOLUTION
     }
 
     /// Puts the statistics into `varmap` as `norm.mean` and `norm.std`, so the phases'
@@ -469,15 +475,18 @@ impl Head {
     /// # Shapes
     /// `(B, Z) -> (B, K)`
     pub fn forward(&self, features: &Tensor) -> candle::Result<Tensor> {
+        // BEGIN SOLUTION a3.head normalise, then fc1, ReLU, fc2, ReLU, fc3
         let xs = self.norm.apply_rows(features)?;
         let xs = relu(&self.fc1.forward(&xs)?)?;
         let xs = relu(&self.fc2.forward(&xs)?)?;
         self.fc3.forward(&xs)
+        // END SOLUTION
     }
 
     /// The same classifier as 1x1 convolutions (FCN's convolutionalisation); the
     /// convolutions share the layers' tensors, so training one trains the other.
     pub fn convolutionalize(&self) -> candle::Result<ConvHead> {
+        // BEGIN SOLUTION a3.conv_head each Linear as a 1x1 convolution over its (in_features, 1, 1) input (common::nn::convolutionalize_linear)
         let in_shape = |linear: &Linear| -> candle::Result<(usize, usize, usize)> {
             Ok((linear.weight().dim(1)?, 1, 1))
         };
@@ -487,6 +496,7 @@ impl Head {
             conv2: convolutionalize_linear(&self.fc2, in_shape(&self.fc2)?)?,
             conv3: convolutionalize_linear(&self.fc3, in_shape(&self.fc3)?)?,
         })
+        // END SOLUTION
     }
 }
 
@@ -538,10 +548,12 @@ impl ConvHead {
     /// # Shapes
     /// `(N, Z, H, W) -> (N, K, H, W)`
     pub fn forward_hypercolumns(&self, hypercolumns: &Tensor) -> candle::Result<Tensor> {
+        // BEGIN SOLUTION a3.conv_head normalise the map, then conv1, ReLU, conv2, ReLU, conv3
         let xs = self.norm.apply_maps(hypercolumns)?;
         let xs = relu(&self.conv1.forward(&xs)?)?;
         let xs = relu(&self.conv2.forward(&xs)?)?;
         self.conv3.forward(&xs)
+        // END SOLUTION
     }
 
     /// The fast path: the first layer per tap at the tap's resolution with the

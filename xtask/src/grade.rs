@@ -80,7 +80,13 @@ impl Grade {
     }
 }
 
-/// Where the grader builds: its tree and cargo's target folder.
+/// Where the grader builds: its tree and cargo's target folder. Every build in a
+/// target folder (gradings, `verify`) goes through this one tree: cargo's hashes of
+/// a workspace's own crates do not depend on where the workspace lies, so two
+/// trees of the same layout would share artifacts, and a file of one written
+/// before the other's last build would look built (freshness goes by mtime).
+/// `tree::sync` rewrites only what differs, so a file that changed is newer than
+/// any build.
 #[derive(Debug, Clone)]
 pub struct Workdir {
     pub target_dir: PathBuf,

@@ -15,24 +15,33 @@ pub fn remove_tests(file: &str, text: &str, names: &[&str]) -> Result<String> {
         let Some((start, end)) = test_span(&lines, &infos, name) else {
             bail!("{file}: no top-level #[test] fn {name} to take out of the handout");
         };
-        let end = if end + 1 < lines.len() && lines[end + 1].trim().is_empty() {
-            end + 1
-        } else {
-            end
-        };
+        let (start, end) = with_blank_separator(&lines, start, end);
         drop[start..=end].iter_mut().for_each(|d| *d = true);
     }
-    let kept: Vec<&str> = lines
+    let mut kept: Vec<&str> = lines
         .iter()
         .zip(&drop)
         .filter(|(_, d)| !**d)
         .map(|(l, _)| *l)
         .collect();
+    // Tests taken from the end leave the blank line before them last, which
+    // `cargo fmt --check` refuses.
+    while kept.last().is_some_and(|l| l.trim().is_empty()) {
+        kept.pop();
+    }
     let mut out = kept.join("\n");
     if text.ends_with('\n') {
         out.push('\n');
     }
     Ok(out)
+}
+
+/// The span of a test widened by the blank line after it, which separates it.
+fn with_blank_separator(lines: &[&str], start: usize, end: usize) -> (usize, usize) {
+    if end + 1 < lines.len() && lines[end + 1].trim().is_empty() {
+        return (start, end + 1);
+    }
+    (start, end)
 }
 
 /// The lines `(first, last)` of test `name`: its attributes and doc comments,
@@ -106,6 +115,20 @@ fn helper() {}
         assert!(!out.contains("hidden_one") && !out.contains("The hidden one"));
         assert!(out.contains("fn kept()") && out.contains("fn helper() {}"));
         assert!(out.contains("    Ok(())\n}\n\nfn helper"), "{out}");
+        Ok(())
+    }
+
+    #[test]
+    fn the_last_tests_leave_no_blank_line_at_the_end() -> Result<()> {
+        let text = "fn helper() {}\n\n#[test]\nfn next() {}\n\n#[test]\nfn last() {\n    assert!(true);\n}\n";
+        assert_eq!(
+            remove_tests("t.rs", text, &["last"])?,
+            "fn helper() {}\n\n#[test]\nfn next() {}\n"
+        );
+        assert_eq!(
+            remove_tests("t.rs", text, &["next", "last"])?,
+            "fn helper() {}\n"
+        );
         Ok(())
     }
 

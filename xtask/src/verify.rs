@@ -32,7 +32,8 @@ fn failures(exe: &Path, dir: &Path, limit: u64) -> Result<Vec<(String, String)>>
 /// Writes the handout of `scope` under `work`, lints it, checks its format,
 /// builds it, checks its graded test names, runs its tests.
 pub fn verify(course: &Course, scope: Scope, work: &Path, limit: u64) -> Result<()> {
-    let dir = work.join(format!("verify-{}", scope.label()));
+    // The grader's own tree (see `grade::Workdir`): one tree per target folder.
+    let dir = grade::Workdir::new(work).tree;
     let files = handout::handout_files(course, scope)?;
     handout::scan_for_leaks(course, scope, &files)?;
     crate::tree::sync(&dir, &files)?;
