@@ -18,6 +18,7 @@ use std::process::Command;
 
 use candle::{DType, Device, Tensor, Var};
 use common::bench::{median_ms, runs_arg};
+use common::optim::{Adam, AdamConfig, Optimizer, ParamGroup};
 use common::kernels::{self, Conv2dParams, ConvTranspose2dParams};
 
 type Result<T> = candle::Result<T>;
@@ -216,49 +217,19 @@ fn pixel_cross_entropy(logits: &Tensor, targets: &Tensor) -> Result<Tensor> {
         .neg()
 }
 
-/// Hand-written AdamW (decoupled weight decay), state kept beside each variable.
-struct AdamW {
-    vars: Vec<(Var, Tensor, Tensor)>,
-    step: i32,
-    lr: f64,
-    weight_decay: f64,
-}
-
-impl AdamW {
-    fn new(vars: Vec<Var>) -> Result<Self> {
-        let vars = vars
+/// `torch.optim.AdamW(lr=1e-3, weight_decay=1e-2)` over `vars`, as `common::optim` gives it
+/// to the programs.
+fn adamw(vars: Vec<Var>) -> Result<Adam> {
+    let group = ParamGroup {
+        name: "unet".to_string(),
+        vars: vars
             .into_iter()
-            .map(|v| {
-                let zeros = v.zeros_like()?;
-                Ok((v, zeros.clone(), zeros))
-            })
-            .collect::<Result<Vec<_>>>()?;
-        Ok(Self {
-            vars,
-            step: 0,
-            lr: 1e-3,
-            weight_decay: 1e-2,
-        })
-    }
-    fn step(&mut self, grads: &candle::backprop::GradStore) -> Result<()> {
-        let (beta1, beta2, eps): (f64, f64, f64) = (0.9, 0.999, 1e-8);
-        self.step += 1;
-        let (c1, c2) = (1.0 - beta1.powi(self.step), 1.0 - beta2.powi(self.step));
-        for (var, m, v) in self.vars.iter_mut() {
-            let Some(g) = grads.get(var.as_tensor()) else {
-                continue;
-            };
-            // candle leaves the op graph on the gradients of variables (a weight gradient
-            // refers to the activations): detach the moments, or they would keep every
-            // step's whole graph alive (peak memory grew by ~270 MiB per step without this).
-            *m = ((&*m * beta1)? + (g * (1.0 - beta1))?)?.detach();
-            *v = ((&*v * beta2)? + (g.sqr()? * (1.0 - beta2))?)?.detach();
-            let update = ((&*m / c1)? / ((&*v / c2)?.sqrt()? + eps)?)?;
-            let decayed = (var.as_tensor() * (1.0 - self.lr * self.weight_decay))?;
-            var.set(&(decayed - (update * self.lr)?)?)?;
-        }
-        Ok(())
-    }
+            .enumerate()
+            .map(|(i, var)| (format!("v{i}"), var))
+            .collect(),
+        lr_scale: 1.0,
+    };
+    Adam::new(vec![group], AdamConfig::adamw(1e-3, 1e-2))
 }
 
 /// A benchmark case: a closure doing one call, and the FLOPs of one call.
@@ -339,7 +310,7 @@ fn make_case(name: &str, dev: &Device) -> Result<Case> {
                 .floor()?
                 .to_dtype(DType::U32)?)
             .minimum(k as u32 - 1)?;
-            let mut optim = AdamW::new(model.vars())?;
+            let mut optim = adamw(model.vars())?;
             let use_bn = name != "unet-no-bn";
             let (backward, optimise) = match name {
                 "unet-fwd" => (false, false),
