@@ -18,8 +18,8 @@ use std::process::Command;
 
 use candle::{DType, Device, Tensor, Var};
 use common::bench::{median_ms, runs_arg};
-use common::optim::{Adam, AdamConfig, Optimizer, ParamGroup};
 use common::kernels::{self, Conv2dParams, ConvTranspose2dParams};
+use common::optim::{Adam, AdamConfig, Optimizer, ParamGroup};
 
 type Result<T> = candle::Result<T>;
 
