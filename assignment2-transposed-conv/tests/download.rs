@@ -9,58 +9,29 @@ mod flower_mirror;
 mod support;
 
 use std::path::Path;
-use std::process::Command;
 
 use anyhow::Result;
 use assignment2_transposed_conv::config::PROGRAM;
 use assignment2_transposed_conv::data::{TRAIN_IMAGES, TRAIN_LABELS};
-use common::data::locate::DATA_DIR_ENV;
-use common::data::SHARED_DATA_ENV;
-use flower_mirror::{clone_with_mirror, files_of, flower_photo, zip_folder, SET};
+use flower_mirror::{download_and_run, flower_photo, zipped_folders};
 
 /// `seg/TrainingImages.zip`, `seg/TrainingLabels.zip` (generated pairs) and `seg/flower.jpg`.
 fn set_files(staging: &Path) -> Result<Vec<(String, Vec<u8>)>> {
     support::write_flower_layout(staging, 3, 8)?;
-    let mut files = Vec::new();
-    for folder in [TRAIN_IMAGES, TRAIN_LABELS] {
-        let zip = zip_folder(folder, &files_of(&staging.join(folder))?)?;
-        files.push((format!("seg/{folder}.zip"), zip));
-    }
+    let mut files = zipped_folders(staging, &[TRAIN_IMAGES, TRAIN_LABELS])?;
     files.push(("seg/flower.jpg".to_owned(), flower_photo(staging)?));
     Ok(files)
 }
 
 #[test]
 fn a_fresh_clone_downloads_the_flower_set_then_trains_on_it() -> Result<()> {
-    let temp = tempfile::tempdir()?;
-    let root = temp.path().canonicalize()?;
-    let clone = root.join("clone");
-    std::fs::create_dir_all(&clone)?;
-    let (server, manifest) = clone_with_mirror(&clone, set_files(&root.join("staging"))?)?;
-    let nowhere = root.join("nowhere");
-    let output = Command::new(env!("CARGO_BIN_EXE_assignment2-transposed-conv"))
-        .current_dir(&clone)
-        .env(SHARED_DATA_ENV, &nowhere)
-        .env(DATA_DIR_ENV, &nowhere)
-        .env_remove("SEGKIT_OFFLINE")
-        .env_remove("SEGKIT_MIRROR")
-        .args(["--epochs", "1", "--batch-size", "4", "--model", "bilinear"])
-        .args(["--device", "cpu", "--quiet"])
-        .output()?;
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(output.status.success(), "stderr:\n{stderr}");
-
-    let data = clone.join("data").join(SET);
-    assert_eq!(data.join(TRAIN_IMAGES).read_dir()?.count(), 8);
-    assert_eq!(data.join(TRAIN_LABELS).read_dir()?.count(), 8);
-    assert!(data.join("flower_mask.png").is_file(), "{stderr}");
-    assert_eq!(server.requests().len(), 3, "one request per file");
-    let list = manifest.display().to_string();
-    assert!(stderr.contains(&list), "the list read is named:\n{stderr}");
-    assert!(stderr.contains("by the colour rule"), "{stderr}");
-    assert!(!stderr.contains("GENERATED DATA"), "{stderr}");
-    let metrics = clone.join("runs").join(PROGRAM).join("seed42/metrics.json");
-    let report: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&metrics)?)?;
-    assert_eq!(report["data"]["origin"], "downloaded", "{report}");
+    let run = download_and_run(
+        env!("CARGO_BIN_EXE_assignment2-transposed-conv"),
+        set_files,
+        &["--epochs", "1", "--batch-size", "4", "--model", "bilinear"],
+        &format!("{PROGRAM}/seed42"),
+    )?;
+    assert_eq!(run.data.join(TRAIN_IMAGES).read_dir()?.count(), 8);
+    assert_eq!(run.data.join(TRAIN_LABELS).read_dir()?.count(), 8);
     Ok(())
 }

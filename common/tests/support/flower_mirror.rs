@@ -4,7 +4,7 @@
 //! `data/manifests/cmput328-flower.tsv` (which a program reads instead of its built-in
 //! copy), so the real download path runs end to end on files of known hashes.
 //! Include with `#[path = "../../common/tests/support/flower_mirror.rs"] mod flower_mirror;`
-//! (needs `zip` and `sha2` as dev-dependencies).
+//! (needs `zip`, `sha2` and `tempfile` as dev-dependencies).
 #![allow(dead_code)]
 
 #[path = "http.rs"]
@@ -13,8 +13,11 @@ pub mod http;
 use std::collections::HashMap;
 use std::io::{Cursor, Write};
 use std::path::{Path, PathBuf};
+use std::process::Command;
 
 use anyhow::{Context, Result};
+use common::data::locate::DATA_DIR_ENV;
+use common::data::SHARED_DATA_ENV;
 use sha2::{Digest, Sha256};
 
 /// The set's folder name and manifest stem.
@@ -31,6 +34,17 @@ pub fn zip_folder(folder: &str, files: &[(String, Vec<u8>)]) -> Result<Vec<u8>> 
         writer.write_all(bytes)?;
     }
     Ok(writer.finish()?.into_inner())
+}
+
+/// `seg/<folder>.zip` of every file of `staging/<folder>/`, for each of `folders`.
+pub fn zipped_folders(staging: &Path, folders: &[&str]) -> Result<Vec<(String, Vec<u8>)>> {
+    folders
+        .iter()
+        .map(|folder| {
+            let zip = zip_folder(folder, &files_of(&staging.join(folder))?)?;
+            Ok((format!("seg/{folder}.zip"), zip))
+        })
+        .collect()
 }
 
 /// Every file of `dir` (not recursive), sorted by name, as (name, bytes).
@@ -93,4 +107,58 @@ pub fn flower_photo(staging: &Path) -> Result<Vec<u8>> {
     let path = staging.join("flower.jpg");
     common::data::image_io::save_image(&path, &image)?;
     Ok(std::fs::read(path)?)
+}
+
+/// A program run from a fresh clone that downloaded the flower set.
+pub struct FreshRun {
+    /// Holds the clone; dropped, it is deleted.
+    pub temp: tempfile::TempDir,
+    /// The clone's `data/cmput328-flower/`.
+    pub data: PathBuf,
+    pub stderr: String,
+}
+
+/// Runs the program `exe` with `args` from a fresh clone (no data, the shared folder and
+/// `$SEGKIT_DATA_DIR` pointing nowhere) whose download list names the files
+/// `make_files` writes (given a staging folder), and checks what every such run must
+/// give: success, one request per file, the list it read named, the photo's mask made
+/// by the colour rule, no generated data, and `origin: downloaded` in the run folder
+/// `runs/<run>/metrics.json`.
+pub fn download_and_run(
+    exe: &str,
+    make_files: impl FnOnce(&Path) -> Result<Vec<(String, Vec<u8>)>>,
+    args: &[&str],
+    run: &str,
+) -> Result<FreshRun> {
+    let temp = tempfile::tempdir()?;
+    let root = temp.path().canonicalize()?;
+    let clone = root.join("clone");
+    std::fs::create_dir_all(&clone)?;
+    let files = make_files(&root.join("staging"))?;
+    let n_files = files.len();
+    let (server, manifest) = clone_with_mirror(&clone, files)?;
+    let nowhere = root.join("nowhere");
+    let output = Command::new(exe)
+        .current_dir(&clone)
+        .env(SHARED_DATA_ENV, &nowhere)
+        .env(DATA_DIR_ENV, &nowhere)
+        .env_remove("SEGKIT_OFFLINE")
+        .env_remove("SEGKIT_MIRROR")
+        .args(args)
+        .args(["--device", "cpu", "--quiet"])
+        .output()?;
+    let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
+    assert!(output.status.success(), "stderr:\n{stderr}");
+
+    let data = clone.join("data").join(SET);
+    assert!(data.join("flower_mask.png").is_file(), "{stderr}");
+    assert_eq!(server.requests().len(), n_files, "one request per file");
+    let list = manifest.display().to_string();
+    assert!(stderr.contains(&list), "the list read is named:\n{stderr}");
+    assert!(stderr.contains("by the colour rule"), "{stderr}");
+    assert!(!stderr.contains("GENERATED DATA"), "{stderr}");
+    let metrics = clone.join("runs").join(run).join("metrics.json");
+    let report: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&metrics)?)?;
+    assert_eq!(report["data"]["origin"], "downloaded", "{report}");
+    Ok(FreshRun { temp, data, stderr })
 }
