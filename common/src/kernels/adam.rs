@@ -27,10 +27,12 @@ pub struct AdamStep {
     pub param_scale: f64,
 }
 
-/// `m = m + (1 - beta1) (g' - m)` with `g' = g + coupled_decay * p`: on `m`, reading `(g, p)`.
-struct FirstMoment(AdamStep);
-/// `v = beta2 v + (1 - beta2) g'^2`: on `v`, reading `(g, p)`.
-struct SecondMoment(AdamStep);
+/// A moment, updated on itself reading `(g, p)`, with `g' = g + coupled_decay * p`: the
+/// first `m = m + (1 - beta1) (g' - m)`, the second `v = beta2 v + (1 - beta2) g'^2`.
+struct Moment {
+    step: AdamStep,
+    second: bool,
+}
 /// `p = param_scale p - step_size m / (sqrt(v) / bias_correction2_sqrt + eps)`: on `p`,
 /// reading `(m, v)`.
 struct ParamUpdate(AdamStep);
@@ -80,15 +82,19 @@ fn zip3(
     }
 }
 
-impl InplaceOp3 for FirstMoment {
+impl InplaceOp3 for Moment {
     fn name(&self) -> &'static str {
-        "segkit-adam-m"
+        if self.second {
+            "segkit-adam-v"
+        } else {
+            "segkit-adam-m"
+        }
     }
 
     fn cpu_fwd(
         &self,
-        m: &mut CpuStorage,
-        m_l: &Layout,
+        moment: &mut CpuStorage,
+        moment_l: &Layout,
         g: &CpuStorage,
         g_l: &Layout,
         p: &CpuStorage,
@@ -96,38 +102,25 @@ impl InplaceOp3 for FirstMoment {
     ) -> candle::Result<()> {
         let AdamStep {
             beta1,
-            coupled_decay,
-            ..
-        } = self.0;
-        zip3(self.name(), (m, m_l), (g, g_l), (p, p_l), |m, g, p| {
-            m + (1.0 - beta1) * (g + coupled_decay * p - m)
-        })
-    }
-}
-
-impl InplaceOp3 for SecondMoment {
-    fn name(&self) -> &'static str {
-        "segkit-adam-v"
-    }
-
-    fn cpu_fwd(
-        &self,
-        v: &mut CpuStorage,
-        v_l: &Layout,
-        g: &CpuStorage,
-        g_l: &Layout,
-        p: &CpuStorage,
-        p_l: &Layout,
-    ) -> candle::Result<()> {
-        let AdamStep {
             beta2,
             coupled_decay,
             ..
-        } = self.0;
-        zip3(self.name(), (v, v_l), (g, g_l), (p, p_l), |v, g, p| {
-            let g = g + coupled_decay * p;
-            beta2 * v + (1.0 - beta2) * g * g
-        })
+        } = self.step;
+        let second = self.second;
+        zip3(
+            self.name(),
+            (moment, moment_l),
+            (g, g_l),
+            (p, p_l),
+            |x, g, p| {
+                let g = g + coupled_decay * p;
+                if second {
+                    beta2 * x + (1.0 - beta2) * g * g
+                } else {
+                    x + (1.0 - beta1) * (g - x)
+                }
+            },
+        )
     }
 }
 
@@ -175,7 +168,11 @@ pub(crate) fn adam_step_in_place(
             )
         }
     }
-    m.inplace_op3(grad, param, &FirstMoment(*step))?;
-    v.inplace_op3(grad, param, &SecondMoment(*step))?;
+    let moment = |second| Moment {
+        step: *step,
+        second,
+    };
+    m.inplace_op3(grad, param, &moment(false))?;
+    v.inplace_op3(grad, param, &moment(true))?;
     param.inplace_op3(m, v, &ParamUpdate(*step))
 }
