@@ -5,15 +5,24 @@ use std::time::Instant;
 
 use crate::kernels;
 
+/// The value after `flag` in `args`: `None` when the flag is absent, an error saying
+/// `needs` when it is the last argument.
+fn flag_value<'a>(args: &'a [String], flag: &str, needs: &str) -> crate::Result<Option<&'a str>> {
+    match args.iter().position(|a| a == flag) {
+        Some(i) => match args.get(i + 1) {
+            Some(value) => Ok(Some(value)),
+            None => anyhow::bail!("{flag} needs {needs}"),
+        },
+        None => Ok(None),
+    }
+}
+
 /// `--runs N` from `args` (at least 1), or `default` when absent.
 pub fn runs_arg(args: &[String], default: usize) -> crate::Result<usize> {
-    let runs = match args.iter().position(|a| a == "--runs") {
-        Some(i) => match args.get(i + 1) {
-            Some(value) => value
-                .parse::<usize>()
-                .map_err(|e| anyhow::anyhow!("--runs {value:?}: {e}"))?,
-            None => anyhow::bail!("--runs needs a number"),
-        },
+    let runs = match flag_value(args, "--runs", "a number")? {
+        Some(value) => value
+            .parse::<usize>()
+            .map_err(|e| anyhow::anyhow!("--runs {value:?}: {e}"))?,
         None => default,
     };
     Ok(runs.max(1))
@@ -21,11 +30,8 @@ pub fn runs_arg(args: &[String], default: usize) -> crate::Result<usize> {
 
 /// The device named by `--device cpu|cuda|auto` in a bench's arguments (`cpu` when absent).
 pub fn device_arg(args: &[String]) -> crate::Result<crate::device::DeviceChoice> {
-    match args.iter().position(|a| a == "--device") {
-        Some(i) => match args.get(i + 1) {
-            Some(value) => value.parse(),
-            None => anyhow::bail!("--device needs cpu, cuda or auto"),
-        },
+    match flag_value(args, "--device", "cpu, cuda or auto")? {
+        Some(value) => value.parse(),
         None => Ok(crate::device::DeviceChoice::Cpu),
     }
 }
