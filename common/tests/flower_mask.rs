@@ -30,6 +30,7 @@ fn the_colour_rule_matches_the_shared_mask_of_the_real_photo() -> Result<()> {
         .filter(|(&a, &b)| a == 1 || b == 1)
         .count();
     let iou = both as f64 / either as f64;
+    eprintln!("IoU of the colour rule with the shared mask: {iou:.4}");
     assert!(iou >= 0.98, "IoU with the shared mask {iou:.4}");
     Ok(())
 }
