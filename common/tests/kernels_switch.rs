@@ -120,7 +120,7 @@ fn the_in_place_adam_step_matches_candles_ops() -> anyhow::Result<()> {
             .zip(&stock)
             .map(|(a, b)| (a - b).abs() / b.abs().max(1e-3))
             .fold(0f32, f32::max);
-        assert!(worst < 1e-4, "{config:?}: relative difference {worst}");
+        assert_eq!(fast, stock, "{config:?}: relative difference up to {worst}");
     }
     // The fast path is the one taken on the CPU, and it refuses when candle's ops are forced.
     let step = kernels::AdamStep {

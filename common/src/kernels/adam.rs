@@ -1,6 +1,8 @@
 //! One Adam / AdamW update of a variable as three in-place CPU passes (first moment,
 //! second moment, parameter), where candle's ops make about a dozen new tensors per
-//! variable per step. The arithmetic is `common::optim::Adam`'s, in f64 for every dtype.
+//! variable per step. Each element goes through the same operations, in the same order
+//! and the tensor's own dtype, as `common::optim`'s candle-op path (an affine op is
+//! `x * T(mul) + T(add)`, as candle's), so both paths give the same bits.
 
 use candle::backend::BackendStorage;
 use candle::{CpuStorage, InplaceOp3, Layout, Tensor, WithDType};
@@ -37,20 +39,61 @@ struct Moment {
 /// reading `(m, v)`.
 struct ParamUpdate(AdamStep);
 
-/// Applies `update(dst, a, b)` element-wise in parallel, on f32 or f64 contiguous storages.
+/// candle's affine op on one element: `x * T(mul) + T(add)`.
+fn affine<T: WithDType>(x: T, mul: f64, add: f64) -> T {
+    x * T::from_f64(mul) + T::from_f64(add)
+}
+
+/// An element-wise in-place update `dst = f(dst, a, b)` in the tensors' dtype.
+trait Update: Sync {
+    fn apply<T: WithDType>(&self, dst: T, a: T, b: T) -> T;
+}
+
+impl Update for Moment {
+    fn apply<T: WithDType>(&self, x: T, g: T, p: T) -> T {
+        let s = &self.step;
+        let g = if s.coupled_decay != 0.0 {
+            g + affine(p, s.coupled_decay, 0.0)
+        } else {
+            g
+        };
+        if self.second {
+            affine(x, s.beta2, 0.0) + affine(g * g, 1.0 - s.beta2, 0.0)
+        } else {
+            x + affine(g - x, 1.0 - s.beta1, 0.0)
+        }
+    }
+}
+
+impl Update for ParamUpdate {
+    fn apply<T: WithDType>(&self, p: T, m: T, v: T) -> T {
+        let s = &self.0;
+        let p = if s.param_scale != 1.0 {
+            affine(p, s.param_scale, 0.0)
+        } else {
+            p
+        };
+        // sqrt in f64 rounded to T is T's correctly rounded sqrt (f64 has > 2 * 24 + 2 bits).
+        let root = T::from_f64(v.to_f64().sqrt());
+        let denom = affine(affine(root, 1.0 / s.bias_correction2_sqrt, 0.0), 1.0, s.eps);
+        p - affine(m / denom, s.step_size, 0.0)
+    }
+}
+
+/// Applies `update` element-wise in parallel, on f32 or f64 contiguous storages.
 fn zip3(
     op: &str,
     (dst, dst_l): (&mut CpuStorage, &Layout),
     (a, a_l): (&CpuStorage, &Layout),
     (b, b_l): (&CpuStorage, &Layout),
-    update: impl Fn(f64, f64, f64) -> f64 + Sync,
+    update: &impl Update,
 ) -> candle::Result<()> {
     fn run<T: WithDType>(
         op: &str,
         (dst, dst_l): (&mut [T], &Layout),
         (a, a_l): (&CpuStorage, &Layout),
         (b, b_l): (&CpuStorage, &Layout),
-        update: &(impl Fn(f64, f64, f64) -> f64 + Sync),
+        update: &impl Update,
     ) -> candle::Result<()> {
         let Some((start, end)) = dst_l.contiguous_offsets() else {
             candle::bail!("{op}: the updated tensor must be contiguous")
@@ -70,14 +113,14 @@ fn zip3(
             .zip(a.par_chunks(CHUNK).zip(b.par_chunks(CHUNK)))
             .for_each(|(ds, (as_, bs))| {
                 for ((d, &x), &y) in ds.iter_mut().zip(as_).zip(bs) {
-                    *d = T::from_f64(update(d.to_f64(), x.to_f64(), y.to_f64()));
+                    *d = update.apply(*d, x, y);
                 }
             });
         Ok(())
     }
     match dst {
-        CpuStorage::F32(data) => run(op, (data, dst_l), (a, a_l), (b, b_l), &update),
-        CpuStorage::F64(data) => run(op, (data, dst_l), (a, a_l), (b, b_l), &update),
+        CpuStorage::F32(data) => run(op, (data, dst_l), (a, a_l), (b, b_l), update),
+        CpuStorage::F64(data) => run(op, (data, dst_l), (a, a_l), (b, b_l), update),
         other => candle::bail!("{op}: needs f32 or f64, got {:?}", other.dtype()),
     }
 }
@@ -100,27 +143,7 @@ impl InplaceOp3 for Moment {
         p: &CpuStorage,
         p_l: &Layout,
     ) -> candle::Result<()> {
-        let AdamStep {
-            beta1,
-            beta2,
-            coupled_decay,
-            ..
-        } = self.step;
-        let second = self.second;
-        zip3(
-            self.name(),
-            (moment, moment_l),
-            (g, g_l),
-            (p, p_l),
-            |x, g, p| {
-                let g = g + coupled_decay * p;
-                if second {
-                    beta2 * x + (1.0 - beta2) * g * g
-                } else {
-                    x + (1.0 - beta1) * (g - x)
-                }
-            },
-        )
+        zip3(self.name(), (moment, moment_l), (g, g_l), (p, p_l), self)
     }
 }
 
@@ -138,10 +161,7 @@ impl InplaceOp3 for ParamUpdate {
         v: &CpuStorage,
         v_l: &Layout,
     ) -> candle::Result<()> {
-        let s = self.0;
-        zip3(self.name(), (p, p_l), (m, m_l), (v, v_l), |p, m, v| {
-            s.param_scale * p - s.step_size * m / (v.sqrt() / s.bias_correction2_sqrt + s.eps)
-        })
+        zip3(self.name(), (p, p_l), (m, m_l), (v, v_l), self)
     }
 }
 
