@@ -8,6 +8,7 @@
 pub mod batch_norm;
 pub mod conv;
 pub mod convolutionalize;
+pub mod dihedral;
 pub mod double_conv;
 pub mod gradcheck;
 pub mod ops;
@@ -23,6 +24,7 @@ pub use conv::{
     conv2d, conv_transpose2d, Conv2d, ConvConfig, ConvTranspose2d, ConvTransposeConfig,
 };
 pub use convolutionalize::{convolutionalize, convolutionalize_linear};
+pub use dihedral::{dihedral_probabilities, flip, Dihedral};
 pub use double_conv::{double_conv, double_conv_with_mid, DoubleConv};
 pub use pool::max_pool2d;
 pub use receptive_field::{receptive_field_table, Layer, LayerField, LayerKind, ReceptiveField};
