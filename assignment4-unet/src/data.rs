@@ -211,6 +211,20 @@ pub fn open_splits(data: Located, n_val: usize, seed: u64) -> Result<Splits> {
     })
 }
 
+impl Splits {
+    /// The splits for choosing settings (`--tune`): the held-back samples are left
+    /// out, and `n_val` of the training samples, chosen with `seed`, are held back
+    /// from training and scored in their place.
+    pub fn tuning(self, n_val: usize, seed: u64) -> Result<Self> {
+        let (train, val) = hold_back(self.train, n_val, seed.wrapping_add(TUNE_SEED_OFFSET))
+            .context("holding back training images for --tune")?;
+        Ok(Self { train, val, ..self })
+    }
+}
+
+/// Added to `--seed` to choose the training images `--tune` scores.
+const TUNE_SEED_OFFSET: u64 = 0x7475_6e65;
+
 /// The generated two-class set used when no real data is found.
 fn generated_splits(data: Located, n_val: usize, seed: u64) -> Result<Splits> {
     let all = synthetic_dataset(&SyntheticConfig {

@@ -19,7 +19,7 @@ use serde::{Deserialize, Serialize};
 use crate::config::EvaluateConfig;
 use crate::data::{locate_data, open_splits};
 use crate::model::{count_parameters, UNet};
-use crate::predict::{load_model, predict_logits, predict_mask};
+use crate::predict::{load_model, predict_mask, predict_scores};
 use crate::rand_score::{RandCounts, RandScore};
 use crate::report::EvaluateReport;
 
@@ -91,9 +91,10 @@ pub struct Tally {
     pub n_images: usize,
 }
 
-/// Runs `model` (evaluation mode) on every whole image of `ds`, one at a time,
-/// and adds up the confusion matrix, the Rand counts and the loss.
-pub fn tally_on(model: &UNet, ds: &dyn Dataset, device: &Device) -> Result<Tally> {
+/// Runs `model` (evaluation mode; with `tta` on the eight views of
+/// [`predict_scores`]) on every whole image of `ds`, one at a time, and adds up
+/// the confusion matrix, the Rand counts and the loss.
+pub fn tally_on(model: &UNet, ds: &dyn Dataset, tta: bool, device: &Device) -> Result<Tally> {
     let mut tally = Tally {
         confusion: ConfusionMatrix::new(model.config().n_classes),
         rand: RandCounts::default(),
@@ -104,7 +105,7 @@ pub fn tally_on(model: &UNet, ds: &dyn Dataset, device: &Device) -> Result<Tally
         let sample = ds.get(index)?;
         let xs = image_to_tensor(&sample.image, device)?.unsqueeze(0)?; // (1, C, H, W)
         let truth = mask_to_tensor(&sample.mask, device)?.unsqueeze(0)?; // (1, H, W)
-        let logits = predict_logits(model, &xs)?; // (1, K, H, W)
+        let logits = predict_scores(model, &xs, tta)?; // (1, K, H, W)
         tally.loss_sum += common::loss::ce_dice_loss(&logits, &truth, None)?
             .to_dtype(candle::DType::F64)?
             .to_scalar::<f64>()?;
@@ -119,16 +120,27 @@ pub fn tally_on(model: &UNet, ds: &dyn Dataset, device: &Device) -> Result<Tally
 }
 
 /// Evaluates `model` on `ds` (see [`tally_on`]) into [`Metrics`].
-pub fn evaluate_model(model: &UNet, ds: &dyn Dataset, device: &Device) -> Result<Metrics> {
-    Metrics::from_evaluation(&tally_on(model, ds, device)?, ds.class_names())
+pub fn evaluate_model(
+    model: &UNet,
+    ds: &dyn Dataset,
+    tta: bool,
+    device: &Device,
+) -> Result<Metrics> {
+    Metrics::from_evaluation(&tally_on(model, ds, tta, device)?, ds.class_names())
 }
 
 /// Writes `image | truth | prediction` panels, mask PNGs and overlays of the
 /// samples of `ds` into `dir` (`<id>_panel.png`, `<id>_mask.png`, `<id>_overlay.png`).
-pub fn save_predictions(model: &UNet, ds: &dyn Dataset, dir: &Path, device: &Device) -> Result<()> {
+pub fn save_predictions(
+    model: &UNet,
+    ds: &dyn Dataset,
+    dir: &Path,
+    tta: bool,
+    device: &Device,
+) -> Result<()> {
     for index in 0..ds.len() {
         let sample = ds.get(index)?;
-        let pred = predict_mask(model, &sample.image, device)?;
+        let pred = predict_mask(model, &sample.image, tta, device)?;
         let id = sample.id.replace(['/', '\\'], "_");
         let file = |kind: &str| dir.join(format!("{id}_{kind}.png"));
         common::viz::save_panel(&file("panel"), &sample.image, Some(&sample.mask), &pred)?;
@@ -152,7 +164,10 @@ pub fn evaluate(cfg: &EvaluateConfig) -> Result<EvaluateReport> {
     eprintln!("{}", data.banner);
     let n_val = cfg.n_val.unwrap_or(loaded.split.n_val);
     let seed = cfg.seed.unwrap_or(loaded.split.seed);
-    let splits = open_splits(data, n_val, seed)?;
+    let mut splits = open_splits(data, n_val, seed)?;
+    if loaded.split.tune {
+        splits = splits.tuning(n_val, seed)?;
+    }
     let n_classes = loaded.model.config().n_classes;
     if splits.val.class_names.len() != n_classes {
         bail!(
@@ -162,8 +177,9 @@ pub fn evaluate(cfg: &EvaluateConfig) -> Result<EvaluateReport> {
         );
     }
     let out = RunDir::create(cfg.out_dir(), &cfg.resolved())?;
-    let metrics = evaluate_model(&loaded.model, &splits.val, &device)?;
-    save_predictions(&loaded.model, &splits.val, &out.predictions(), &device)?;
+    let tta = cfg.tta.unwrap_or(loaded.split.tta);
+    let metrics = evaluate_model(&loaded.model, &splits.val, tta, &device)?;
+    save_predictions(&loaded.model, &splits.val, &out.predictions(), tta, &device)?;
     let report = EvaluateReport {
         checkpoint,
         model: *loaded.model.config(),

@@ -11,6 +11,7 @@ use candle_nn::VarMap;
 use common::checkpoint::{load_checkpoint, load_into_varmap};
 use common::data::image_io::{image_to_tensor, load_image, save_palette_mask, tensor_to_mask};
 use common::device::open_device;
+use common::nn::dihedral_probabilities;
 use common::run_dir::RunDir;
 use common::Result;
 use indicatif::ProgressBar;
@@ -45,10 +46,34 @@ pub fn predict_logits(model: &UNet, images: &Tensor) -> candle::Result<Tensor> {
         .narrow(3, 0, w)
 }
 
-/// The class-index mask of one `(C, H, W)` image (argmax of the scores).
-pub fn predict_mask(model: &UNet, image: &Array3<f32>, device: &Device) -> Result<Array2<u8>> {
+/// The scores of `(N, C, H, W)` images: [`predict_logits`], or with `test_time_views`
+/// the log of the softmax averaged over the eight flips and quarter turns
+/// (`common::nn::dihedral_probabilities`), each mapped back: `(N, K, H, W)`.
+pub fn predict_scores(
+    model: &UNet,
+    images: &Tensor,
+    test_time_views: bool,
+) -> candle::Result<Tensor> {
+    if !test_time_views {
+        return predict_logits(model, images);
+    }
+    dihedral_probabilities(images, |view| predict_logits(model, view))?
+        .clamp(1e-12, 1.0)?
+        .log()
+}
+
+/// The class-index mask of one `(C, H, W)` image (argmax of the scores; see
+/// [`predict_scores`] for `test_time_views`).
+pub fn predict_mask(
+    model: &UNet,
+    image: &Array3<f32>,
+    test_time_views: bool,
+    device: &Device,
+) -> Result<Array2<u8>> {
     let xs = image_to_tensor(image, device)?.unsqueeze(0)?; // (1, C, H, W)
-    let classes = predict_logits(model, &xs)?.argmax(1)?.squeeze(0)?; // (H, W) u32
+    let classes = predict_scores(model, &xs, test_time_views)?
+        .argmax(1)?
+        .squeeze(0)?; // (H, W) u32
     tensor_to_mask(&classes)
 }
 
@@ -69,11 +94,17 @@ struct SavedInfo {
     options: HeldBack,
 }
 
-/// How a run split its data: `n_val` images held back with `seed`.
+/// How a run split its data: `n_val` images held back with `seed`, and with
+/// `tune` another `n_val` of the training images scored instead of them; and
+/// whether it scored them with test-time augmentation (`tta`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 pub struct HeldBack {
     pub n_val: usize,
     pub seed: u64,
+    #[serde(default)]
+    pub tune: bool,
+    #[serde(default)]
+    pub tta: bool,
 }
 
 /// A trained net read back from a checkpoint written by `train`.
@@ -159,6 +190,13 @@ pub fn predict(cfg: &PredictConfig) -> Result<Vec<PathBuf>> {
     let files = collect_inputs(&cfg.inputs)?;
     let device = open_device(cfg.saved.device)?;
     let loaded = load_model(&cfg.checkpoint_file()?, &device)?;
+    let views = Views {
+        tile: cfg.tile,
+        tta: cfg.tta.unwrap_or(loaded.split.tta),
+    };
+    if views.tile.is_some() && cfg.tta == Some(true) {
+        bail!("--tta true works on whole images only: leave out --tile, or pass --tta false");
+    }
     let out = RunDir::create(cfg.out_dir(), &cfg.resolved())?;
     let bar = if cfg.saved.progress() {
         ProgressBar::new(files.len() as u64)
@@ -167,25 +205,32 @@ pub fn predict(cfg: &PredictConfig) -> Result<Vec<PathBuf>> {
     };
     let mut written = Vec::new();
     for file in &files {
-        written.push(predict_file(&loaded.model, file, cfg.tile, &out, &device)?);
+        written.push(predict_file(&loaded.model, file, &views, &out, &device)?);
         bar.inc(1);
     }
     bar.finish_and_clear();
     Ok(written)
 }
 
+/// How `predict` runs the net on each image: in tiles, or whole (with or without
+/// test-time augmentation; tiles use none).
+struct Views {
+    tile: Option<usize>,
+    tta: bool,
+}
+
 /// Predicts one image file into `out`; returns the mask's path.
 fn predict_file(
     model: &UNet,
     file: &Path,
-    tile: Option<usize>,
+    views: &Views,
     out: &RunDir,
     device: &Device,
 ) -> Result<PathBuf> {
     let image = load_image(file)?;
-    let mask = match tile {
+    let mask = match views.tile {
         Some(tile) => tiled_mask(model, &image, tile, device),
-        None => predict_mask(model, &image, device),
+        None => predict_mask(model, &image, views.tta, device),
     }
     .with_context(|| format!("predicting {file:?}"))?;
     let stem = file.file_stem().and_then(|s| s.to_str()).unwrap_or("image");

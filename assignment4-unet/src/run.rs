@@ -27,7 +27,14 @@ pub fn run(cfg: &Config) -> Result<Report> {
     // The data: ISBI 2012 (or another set, or the generated one), some images held back.
     let data = locate_data(cfg.run.data_dir.as_deref())?;
     eprintln!("{}", data.banner);
-    let splits = open_splits(data, cfg.n_val, cfg.seed)?;
+    let mut splits = open_splits(data, cfg.n_val, cfg.seed)?;
+    if cfg.tune {
+        splits = splits.tuning(cfg.n_val, cfg.seed)?;
+        eprintln!(
+            "--tune: scoring {} training images held back; the held-back images stay out",
+            cfg.n_val
+        );
+    }
 
     // The net, with seeded initial weights.
     let model_config = cfg.unet(splits.train.class_names.len());
@@ -68,8 +75,14 @@ pub fn run(cfg: &Config) -> Result<Report> {
     })?;
 
     // Evaluation on the held-back whole images, and their pictures.
-    let evaluation = evaluate_model(&model, &splits.val, &device)?;
-    save_predictions(&model, &splits.val, &run_dir.predictions(), &device)?;
+    let evaluation = evaluate_model(&model, &splits.val, cfg.tta, &device)?;
+    save_predictions(
+        &model,
+        &splits.val,
+        &run_dir.predictions(),
+        cfg.tta,
+        &device,
+    )?;
     let report = Report {
         data: splits.data.clone(),
         device: device_name(&device).to_string(),

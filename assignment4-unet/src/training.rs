@@ -147,7 +147,7 @@ pub fn crop_loss(logits: &Tensor, masks: &Tensor, weight_map: bool) -> candle::R
 /// The check after each epoch: the loss on the held-back images, and their
 /// membrane Dice (ISBI) or mean foreground Dice (other sets).
 pub fn validate(model: &UNet, val: &InMemoryDataset, device: &Device) -> Result<Validation> {
-    let metrics = evaluate_model(model, val, device)?;
+    let metrics = evaluate_model(model, val, false, device)?;
     let is_isbi = val.class_names.iter().map(String::as_str).eq(ISBI_CLASSES);
     let metric = if is_isbi {
         ("membrane Dice".to_string(), metrics.class_dice(0))

@@ -103,6 +103,30 @@ fn generated_fallback_has_two_classes_and_a_held_back_part() -> Result<()> {
 }
 
 #[test]
+fn tuning_splits_leave_the_held_back_images_out() -> Result<()> {
+    let generated = || Located {
+        origin: Origin::Generated,
+        root: None,
+        banner: String::new(),
+    };
+    let splits = open_splits(generated(), 5, 0)?;
+    let held_back: Vec<String> = splits.val.samples.iter().map(|s| s.id.clone()).collect();
+    let tuning = open_splits(generated(), 5, 0)?.tuning(5, 0)?;
+    assert_eq!((tuning.train.len(), tuning.val.len()), (20, 5));
+    let ids = |ds: &common::data::InMemoryDataset| -> Vec<String> {
+        ds.samples.iter().map(|s| s.id.clone()).collect()
+    };
+    let (train, scored) = (ids(&tuning.train), ids(&tuning.val));
+    for id in &held_back {
+        assert!(!train.contains(id) && !scored.contains(id), "{id} leaked");
+    }
+    assert!(scored.iter().all(|id| !train.contains(id)));
+    // Every scored image is one of the run's own training images.
+    assert!(scored.iter().all(|id| ids(&splits.train).contains(id)));
+    Ok(())
+}
+
+#[test]
 fn real_isbi_set_opens_with_membranes_as_class_zero() -> Result<()> {
     let Some(isbi) = common::data::shared_data_set("isbi2012-membrane") else {
         return Ok(());

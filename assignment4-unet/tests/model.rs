@@ -7,8 +7,9 @@ use assignment4_unet::model::{
     align_corners_matrix, build_unet, count_parameters, pad_to, upsample_bilinear_align_corners,
     UNetConfig,
 };
-use assignment4_unet::predict::predict_logits;
+use assignment4_unet::predict::{predict_logits, predict_scores};
 use candle::{DType, Device, ModuleT, Tensor};
+use common::nn::Dihedral;
 
 fn config(bilinear: bool, width: usize) -> UNetConfig {
     UNetConfig {
@@ -101,6 +102,36 @@ fn predict_keeps_odd_sizes() -> Result<()> {
             .all(|v| v.is_finite()));
     }
     Ok(())
+}
+
+#[test]
+fn test_time_scores_average_the_softmax_of_the_eight_views() -> Result<()> {
+    let (net, _) = build_unet(config(false, 4), 3, &Device::Cpu)?;
+    // Not square and not a multiple of 16: the turned views pad differently.
+    let xs = Tensor::rand(0f32, 1.0, (1, 3, 20, 37), &Device::Cpu)?;
+    let plain = predict_scores(&net, &xs, false)?;
+    let direct = predict_logits(&net, &xs)?;
+    assert_eq!(max_abs_diff(&plain, &direct)?, 0.0);
+    // By hand: each view through the net, softmax, mapped back, averaged.
+    let mut sum = Tensor::zeros((1, 2, 20, 37), DType::F32, &Device::Cpu)?;
+    for view in Dihedral::all() {
+        let probs = candle_nn::ops::softmax(&predict_logits(&net, &view.apply(&xs)?)?, 1)?;
+        sum = (sum + view.invert(&probs)?)?;
+    }
+    let by_hand = (sum / 8.0)?;
+    let averaged = predict_scores(&net, &xs, true)?.exp()?; // (1, 2, 20, 37)
+    assert_eq!(averaged.dims(), [1, 2, 20, 37]);
+    assert!(max_abs_diff(&averaged, &by_hand)? < 1e-6);
+    let total = averaged.sum(1)?; // (1, 20, 37): probabilities
+    assert!(max_abs_diff(&total, &total.ones_like()?)? < 1e-5);
+    // The eight views see the image differently: the average is not the plain softmax.
+    let plain_probs = candle_nn::ops::softmax(&plain, 1)?;
+    assert!(max_abs_diff(&averaged, &plain_probs)? > 1e-4);
+    Ok(())
+}
+
+fn max_abs_diff(a: &Tensor, b: &Tensor) -> Result<f32> {
+    Ok((a - b)?.abs()?.max_all()?.to_scalar::<f32>()?)
 }
 
 #[test]

@@ -187,6 +187,7 @@ fn short_run_on_generated_membranes_learns_and_writes_its_files() -> Result<()> 
         saved: trained(&out),
         checkpoint: None,
         tile: None,
+        tta: None,
     })?;
     let mask = common::data::image_io::load_palette_mask(&written[0])?;
     assert_eq!(mask.dim(), (37, 23));
@@ -199,6 +200,7 @@ fn short_run_on_generated_membranes_learns_and_writes_its_files() -> Result<()> 
         },
         checkpoint: None,
         tile: Some(16),
+        tta: None,
     })?;
     let tiled_mask = common::data::image_io::load_palette_mask(&tiled[0])?;
     assert_eq!(tiled_mask.dim(), (37, 23));
@@ -219,6 +221,8 @@ fn checkpoints_of_the_older_format_load_or_say_so() -> Result<()> {
     let mut cfg = small_options(data.clone(), out.clone());
     cfg.epochs = 1;
     cfg.steps_per_epoch = 3;
+    // Older runs scored without test-time views, as their evaluation does.
+    cfg.tta = false;
     let report = run(&cfg)?;
 
     // Before the run folders, the metadata held the model sizes and the old
@@ -377,9 +381,10 @@ fn bad_options_and_paths_are_errors_that_say_why() -> Result<()> {
 
 #[test]
 fn defaults_are_the_documented_ones() {
-    // The README's default run: 8 epochs of 50 steps of 4 crops of 256 px, width 16,
+    // The README's default run: 10 epochs of 50 steps of 4 crops of 256 px, width 24,
     // Adam 2e-3 with 20 warm-up steps, elastic alpha 250 / sigma 10 on half the
-    // crops, 5 images held back with seed 0, in runs/assignment4-unet/seed0.
+    // crops, 5 images held back with seed 0, scored with the eight test-time views,
+    // in runs/assignment4-unet/seed0.
     let cfg = Config::default();
     assert_eq!(
         (
@@ -389,13 +394,14 @@ fn defaults_are_the_documented_ones() {
             cfg.crop,
             cfg.width
         ),
-        (8, 50, 4, 256, 16)
+        (10, 50, 4, 256, 24)
     );
     assert_eq!(
         (cfg.lr, cfg.warmup_steps, cfg.n_val, cfg.seed),
         (2e-3, 20, 5, 0)
     );
-    assert!(!cfg.bilinear && !cfg.resume && !cfg.no_elastic);
+    assert!(!cfg.bilinear && !cfg.resume && !cfg.no_elastic && !cfg.tune);
+    assert!(cfg.tta, "test-time augmentation on by default");
     let elastic = cfg.elastic().expect("elastic deformation on by default");
     assert_eq!(
         (elastic.alpha, elastic.sigma, elastic.probability),
