@@ -72,7 +72,7 @@ pub struct Config {
     /// VGG input size, HEIGHTxWIDTH
     #[arg(long, default_value = "180x240", value_parser = parse_size)]
     pub input_size: (usize, usize),
-    /// Hypercolumn map size, HEIGHTxWIDTH [default: half the input size]
+    /// Hypercolumn map size, HEIGHTxWIDTH [default: the input size; --quick: half of it]
     #[arg(long, value_parser = parse_size)]
     pub feature_size: Option<(usize, usize)>,
     /// Use at most this many images of each split (a quick run)
@@ -112,6 +112,12 @@ pub struct Config {
     #[arg(long, action = clap::ArgAction::Set, default_value_t = false)]
     #[serde(default)]
     pub test_flip: bool,
+    /// Choose settings without looking at val: train on the first 80% of the training
+    /// images and score the last 20% in val's place (a block, not a sample: CamVid's
+    /// training images are video frames, and neighbours are near copies)
+    #[arg(long)]
+    #[serde(default)]
+    pub tune: bool,
     /// Number of val images drawn as image | truth | prediction panels
     #[arg(long, default_value_t = 6)]
     pub panels: usize,
@@ -150,10 +156,15 @@ impl Config {
         self.run.out_dir(PROGRAM, self.seed)
     }
 
-    /// `--feature-size`, else half the input size.
+    /// `--feature-size`, else the input size (half of it with `--quick`).
     pub fn feature_size(&self) -> (usize, usize) {
         let (ih, iw) = self.input_size;
-        self.feature_size.unwrap_or((ih / 2, iw / 2))
+        let default = if self.quick {
+            (ih / 2, iw / 2)
+        } else {
+            (ih, iw)
+        };
+        self.feature_size.unwrap_or(default)
     }
 
     /// One clear error for settings the pipeline cannot run with.

@@ -250,11 +250,13 @@ fn given_dir(cfg: &Config) -> anyhow::Result<Option<PathBuf>> {
     }
 }
 
-/// One split of either layout.
+/// One split of either layout, or a block of one (`--tune`).
 #[derive(Debug, Clone)]
 pub enum SplitSet {
     Voc(VocDataset),
     CamVid(CamVidDataset),
+    /// The images `range` of a split, renumbered from 0.
+    Part(Box<SplitSet>, std::ops::Range<usize>),
 }
 
 impl SplitSet {
@@ -266,21 +268,43 @@ impl SplitSet {
         })
     }
 
+    /// `--tune`'s two blocks of a training split: its first 80% to train on, and
+    /// its last 20% (at least one image) to score in val's place.
+    pub fn tuning_blocks(self) -> (SplitSet, SplitSet) {
+        let n = self.len();
+        let held = (n / 5).max(1).min(n.saturating_sub(1));
+        let base = Box::new(self);
+        (
+            SplitSet::Part(base.clone(), 0..n - held),
+            SplitSet::Part(base, n - held..n),
+        )
+    }
+
     fn inner(&self) -> &dyn Dataset {
         match self {
             SplitSet::Voc(ds) => ds,
             SplitSet::CamVid(ds) => ds,
+            SplitSet::Part(base, _) => base.inner(),
         }
     }
 }
 
 impl Dataset for SplitSet {
     fn len(&self) -> usize {
-        self.inner().len()
+        match self {
+            SplitSet::Part(_, range) => range.len(),
+            _ => self.inner().len(),
+        }
     }
 
     fn get(&self, index: usize) -> common::Result<Sample> {
-        self.inner().get(index)
+        match self {
+            SplitSet::Part(base, range) if index < range.len() => base.get(range.start + index),
+            SplitSet::Part(_, range) => {
+                anyhow::bail!("image {index} of a block of {} images", range.len())
+            }
+            _ => self.inner().get(index),
+        }
     }
 
     fn class_names(&self) -> &[String] {
@@ -339,8 +363,16 @@ fn open_located(cfg: &Config, located: Located) -> anyhow::Result<VocData> {
             (Layout::Voc, root)
         }
     };
-    let train = SplitSet::open(layout, &root, Split::Train)?;
-    let val = SplitSet::open(layout, &root, Split::Val)?;
+    let mut train = SplitSet::open(layout, &root, Split::Train)?;
+    let mut val = SplitSet::open(layout, &root, Split::Val)?;
+    if cfg.tune {
+        (train, val) = train.tuning_blocks();
+        eprintln!(
+            "--tune: training on the first {} training images, scoring the last {} in val's place",
+            train.len(),
+            val.len()
+        );
+    }
     let cap = |n: usize| cfg.max_images.map_or(n, |m| m.min(n));
     let (n_train, n_val) = (cap(train.len()), cap(val.len()));
     if n_train == 0 || n_val == 0 {

@@ -272,3 +272,32 @@ fn the_default_search_still_finds_the_shared_camvid_copy() -> Result<()> {
     }
     Ok(())
 }
+
+#[test]
+fn tune_trains_on_a_first_block_of_train_and_scores_the_rest_in_vals_place() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let root = dir.path().join("voc");
+    write_generated_voc(&root, 0)?;
+    let config = |tune| Config {
+        run: quiet_args(&dir.path().join("out"), Some(root.clone())),
+        tune,
+        ..Config::default()
+    };
+    let ids = |ds: &dyn Dataset, n: usize| -> Result<Vec<String>> {
+        (0..n).map(|i| Ok(ds.get(i)?.id)).collect()
+    };
+    let plain = open(&config(false))?;
+    let tuning = open(&config(true))?;
+    // 48 training images: the first 39 train, the last 9 (a fifth) are scored.
+    assert_eq!((tuning.n_train, tuning.n_val), (39, 9));
+    let all_train = ids(&plain.train, plain.n_train)?;
+    assert_eq!(ids(&tuning.train, tuning.n_train)?, all_train[..39]);
+    assert_eq!(ids(&tuning.val, tuning.n_val)?, all_train[39..]);
+    // Val itself is never read, and the block ends where the split does.
+    let val = ids(&plain.val, plain.n_val)?;
+    assert!(ids(&tuning.val, tuning.n_val)?
+        .iter()
+        .all(|id| !val.contains(id)));
+    assert!(tuning.val.get(9).is_err());
+    Ok(())
+}

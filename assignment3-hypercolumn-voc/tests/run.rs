@@ -410,9 +410,9 @@ fn defaults_are_the_homeworks() {
         (15, 15, 0)
     );
     assert_eq!(cfg.input_size, (180, 240));
-    assert_eq!(cfg.feature_size(), (90, 120));
+    assert_eq!(cfg.feature_size(), (180, 240));
     assert_eq!((cfg.samples_per_class, cfg.hidden), (3, 128));
-    assert!(!cfg.test_flip && !cfg.quick);
+    assert!(!cfg.test_flip && !cfg.quick && !cfg.tune);
     assert_eq!((cfg.head_lr, cfg.head_batch_size), (1e-3, 128));
     assert_eq!((cfg.finetune_lr, cfg.finetune_batch_size), (3e-3, 4));
     assert_eq!(cfg.weight_decay, 1e-4);
