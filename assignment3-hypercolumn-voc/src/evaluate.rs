@@ -56,9 +56,7 @@ pub fn image_logits(head: &ConvHead, image: &TapImage) -> anyhow::Result<Tensor>
 
 /// `(N, C, H, W)` with its columns in reverse order.
 pub fn flip_width(xs: &Tensor) -> candle::Result<Tensor> {
-    let w = xs.dim(3)?;
-    let reversed: Vec<u32> = (0..w as u32).rev().collect();
-    xs.index_select(&Tensor::from_vec(reversed, w, xs.device())?, 3)
+    common::nn::flip(xs, 3)
 }
 
 /// Argmax labels of `(1, K, h, w)` logits after bilinear resizing to `out_size`.

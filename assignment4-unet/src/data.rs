@@ -211,6 +211,17 @@ pub fn open_splits(data: Located, n_val: usize, seed: u64) -> Result<Splits> {
     })
 }
 
+/// The splits a run trains and scores on: [`open_splits`], and with `tune`
+/// (`--tune`) [`Splits::tuning`] of them.
+pub fn open_run_splits(data: Located, n_val: usize, seed: u64, tune: bool) -> Result<Splits> {
+    let splits = open_splits(data, n_val, seed)?;
+    if !tune {
+        return Ok(splits);
+    }
+    eprintln!("--tune: scoring {n_val} training images held back; the held-back images stay out");
+    splits.tuning(n_val, seed)
+}
+
 impl Splits {
     /// The splits for choosing settings (`--tune`): the held-back samples are left
     /// out, and `n_val` of the training samples, chosen with `seed`, are held back

@@ -17,7 +17,7 @@ use common::Result;
 use serde::{Deserialize, Serialize};
 
 use crate::config::EvaluateConfig;
-use crate::data::{locate_data, open_splits};
+use crate::data::{locate_data, open_run_splits};
 use crate::model::{count_parameters, UNet};
 use crate::predict::{load_model, predict_mask, predict_scores};
 use crate::rand_score::{RandCounts, RandScore};
@@ -164,10 +164,7 @@ pub fn evaluate(cfg: &EvaluateConfig) -> Result<EvaluateReport> {
     eprintln!("{}", data.banner);
     let n_val = cfg.n_val.unwrap_or(loaded.split.n_val);
     let seed = cfg.seed.unwrap_or(loaded.split.seed);
-    let mut splits = open_splits(data, n_val, seed)?;
-    if loaded.split.tune {
-        splits = splits.tuning(n_val, seed)?;
-    }
+    let splits = open_run_splits(data, n_val, seed, loaded.split.tune)?;
     let n_classes = loaded.model.config().n_classes;
     if splits.val.class_names.len() != n_classes {
         bail!(

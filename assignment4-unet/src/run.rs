@@ -9,7 +9,7 @@ use common::run_dir::RunDir;
 use common::Result;
 
 use crate::config::Config;
-use crate::data::{locate_data, open_splits};
+use crate::data::{locate_data, open_run_splits};
 use crate::evaluate::{evaluate_model, save_predictions};
 use crate::model::{build_unet, count_parameters};
 use crate::report::Report;
@@ -27,14 +27,7 @@ pub fn run(cfg: &Config) -> Result<Report> {
     // The data: ISBI 2012 (or another set, or the generated one), some images held back.
     let data = locate_data(cfg.run.data_dir.as_deref())?;
     eprintln!("{}", data.banner);
-    let mut splits = open_splits(data, cfg.n_val, cfg.seed)?;
-    if cfg.tune {
-        splits = splits.tuning(cfg.n_val, cfg.seed)?;
-        eprintln!(
-            "--tune: scoring {} training images held back; the held-back images stay out",
-            cfg.n_val
-        );
-    }
+    let splits = open_run_splits(data, cfg.n_val, cfg.seed, cfg.tune)?;
 
     // The net, with seeded initial weights.
     let model_config = cfg.unet(splits.train.class_names.len());
