@@ -6,11 +6,11 @@ Cases: a 64->64 3x3 conv (padding 1) on 4x64x128x128, forward and forward+backwa
 (input and weight gradients); a mini U-Net training step (32/64/128 channels, two 2x2
 max-pool downs, two 2x2 stride-2 transposed-conv ups with skips, BatchNorm, ReLU, pixel
 cross-entropy, AdamW) on 4x3x128x128; the VGG11 conv stack forward on 1x3x224x224 with
-random weights; assignment 4's U-Net at its default width 16 (4 downs, transposed-conv
+random weights; assignment 4's U-Net at its default width 24 (4 downs, transposed-conv
 ups, cross-entropy + Dice, Adam) on 4x3x256x256 (`cargo bench -p assignment4-unet`); and
 assignment 3's head fine-tuning step (`cargo bench -p assignment3-hypercolumn-voc`): 1x1
 convs 1472-128-128-11, the first per VGG16 tap at the tap's resolution then bilinearly
-upsampled to 90x120, pixel cross-entropy, Adam, batch 4; and one 4096x4096 f32 torch.mm
+upsampled to 180x240 (its default feature size), pixel cross-entropy, Adam, batch 4; and one 4096x4096 f32 torch.mm
 (`gemm-4096`, the machine's single-precision limit). Prints median ms per call (after one
 warm-up), GFLOP/s of the convolutions only (backward counted as twice the forward) and the
 peak resident memory of a process that runs that case alone (ru_maxrss), with
@@ -191,9 +191,9 @@ def make_case(name):
 
         return run, flops
     if name == "unet-default-step":
-        # `cargo bench -p assignment4-unet --bench train_step`: width 16, 4 x 3 x 256 x 256.
+        # `cargo bench -p assignment4-unet --bench train_step`: width 24, 4 x 3 x 256 x 256.
         n, size = 4, 256
-        model = Unet(16)
+        model = Unet(24)
         images, targets = torch.randn(n, 3, size, size), torch.randint(0, 2, (n, size, size))
         optim = torch.optim.Adam(model.parameters(), lr=2e-3)
 
@@ -204,8 +204,9 @@ def make_case(name):
 
         return run, 3 * model.flops(n, size, size)
     if name == "a3-head-step":
-        n, (fh, fw), hidden, k = 4, (90, 120), 128, 11
-        shapes = [(64, 90, 120), (128, 90, 120), (256, 45, 60), (512, 22, 30), (512, 11, 15)]
+        # Assignment 3's defaults: a 180x240 input, hypercolumns at 180x240.
+        n, (fh, fw), hidden, k = 4, (180, 240), 128, 11
+        shapes = [(64, 180, 240), (128, 90, 120), (256, 45, 60), (512, 22, 30), (512, 11, 15)]
         taps = [torch.rand(n, c, h, w) * 4 for c, h, w in shapes]
         z = sum(c for c, _, _ in shapes)
         conv1, conv2, conv3 = nn.Conv2d(z, hidden, 1), nn.Conv2d(hidden, hidden, 1), nn.Conv2d(hidden, k, 1)

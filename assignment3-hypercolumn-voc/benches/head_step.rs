@@ -1,9 +1,10 @@
 //! Benchmark of one assignment-3 fine-tuning step of the convolutionalised head at the
-//! default sizes: a batch of 4 images' VGG16 taps for a 180x240 input (Z = 1472 channels,
-//! as `prepare_taps` keeps them: 64 + 128 at 90x120, 256 at 45x60, 512 at 22x30, 512 at
-//! 11x15), head 1472-128-128-11 through `ConvHead::forward_taps` (first layer per tap at
-//! its own resolution, then bilinear upsampling), pixel cross-entropy at 90x120 and Adam:
-//! `common`'s fast CPU kernels against candle's own ops (`set_force_candle_ops`).
+//! default run's sizes (`Config::default()`): a batch of 4 images' VGG16 taps for a
+//! 180x240 input (Z = 1472 channels, as `prepare_taps` keeps them for the 180x240
+//! features: 64 at 180x240, 128 at 90x120, 256 at 45x60, 512 at 22x30, 512 at 11x15),
+//! head 1472-128-128-11 through `ConvHead::forward_taps` (first layer per tap at its own
+//! resolution, then bilinear upsampling), pixel cross-entropy at the feature size and
+//! Adam: `common`'s fast CPU kernels against candle's own ops (`set_force_candle_ops`).
 //!
 //! `cargo bench -p assignment3-hypercolumn-voc --bench head_step [-- --runs N]
 //! [--fast-only]` prints the median ms per step over N timed steps (default 5) after one
@@ -11,6 +12,7 @@
 //! over candle's ops (`--fast-only` skips candle's ops, for profiling). The PyTorch twin is
 //! the `a3-head-step` case of `bench/pytorch_bench.py`.
 
+use assignment3_hypercolumn_voc::config::Config;
 use assignment3_hypercolumn_voc::model::{head, FeatureNorm, HeadConfig};
 use candle::{DType, Device, Tensor};
 use candle_nn::VarMap;
@@ -18,23 +20,42 @@ use common::bench::{compare_with_candle, median_ms, runs_arg};
 use common::optim::{param_group, Adam, AdamConfig, Optimizer};
 
 const BATCH: usize = 4;
-const FEATURES: (usize, usize) = (90, 120);
-/// `(channels, height, width)` of the VGG16 taps as the head receives them.
-const TAPS: [(usize, usize, usize); 5] = [
-    (64, 90, 120),
-    (128, 90, 120),
-    (256, 45, 60),
-    (512, 22, 30),
-    (512, 11, 15),
-];
 const HIDDEN: usize = 128;
 const CLASSES: usize = 11;
+/// Channels of the five VGG16 taps (the layer before each pool).
+const TAP_CHANNELS: [usize; 5] = [64, 128, 256, 512, 512];
+
+/// The default run's feature size (height, width).
+fn feature_size() -> (usize, usize) {
+    Config::default().feature_size()
+}
+
+/// `(channels, height, width)` of the VGG16 taps of the default input as the head
+/// receives them: tap `i` at the input size halved `i` times, shrunk to the feature size
+/// where larger (as `prepare_taps`).
+fn tap_shapes() -> Vec<(usize, usize, usize)> {
+    let (ih, iw) = Config::default().input_size;
+    let (fh, fw) = feature_size();
+    let tap = |i: usize, c: usize| match (ih >> i, iw >> i) {
+        (h, w) if h * w > fh * fw => (c, fh, fw),
+        (h, w) => (c, h, w),
+    };
+    TAP_CHANNELS
+        .iter()
+        .enumerate()
+        .map(|(i, &c)| tap(i, c))
+        .collect()
+}
 
 /// 1x1-conv FLOPs of one forward pass: the first layer per tap at its resolution, the
 /// other two at the feature resolution.
 fn head_flops() -> f64 {
-    let first: usize = TAPS.iter().map(|&(c, h, w)| HIDDEN * c * h * w).sum();
-    let rest = (HIDDEN * HIDDEN + CLASSES * HIDDEN) * FEATURES.0 * FEATURES.1;
+    let first: usize = tap_shapes()
+        .iter()
+        .map(|&(c, h, w)| HIDDEN * c * h * w)
+        .sum();
+    let (fh, fw) = feature_size();
+    let rest = (HIDDEN * HIDDEN + CLASSES * HIDDEN) * fh * fw;
     2.0 * (BATCH * (first + rest)) as f64
 }
 
@@ -42,7 +63,7 @@ fn head_flops() -> f64 {
 /// `common::bench::compare_with_candle`).
 fn time_steps(runs: usize) -> anyhow::Result<f64> {
     let device = Device::Cpu;
-    let z: usize = TAPS.iter().map(|t| t.0).sum();
+    let z: usize = TAP_CHANNELS.iter().sum();
     // The normalisation fitted on 64 random hypercolumns, as phase 1 fits it on samples.
     let samples =
         ndarray::Array2::from_shape_fn((64, z), |(i, j)| ((i * 31 + j * 17) % 97) as f32 / 97.0);
@@ -59,11 +80,11 @@ fn time_steps(runs: usize) -> anyhow::Result<f64> {
         vec![param_group("head", &varmap, None, 1.0)],
         AdamConfig::adam(1e-4),
     )?;
-    let taps = TAPS
-        .iter()
-        .map(|&(c, h, w)| Tensor::rand(0f32, 4., (BATCH, c, h, w), &device))
+    let taps = tap_shapes()
+        .into_iter()
+        .map(|(c, h, w)| Tensor::rand(0f32, 4., (BATCH, c, h, w), &device))
         .collect::<candle::Result<Vec<_>>>()?;
-    let (fh, fw) = FEATURES;
+    let (fh, fw) = feature_size();
     let labels = (Tensor::rand(0f32, CLASSES as f32, (BATCH, fh, fw), &device)?.floor()?)
         .to_dtype(DType::U32)?
         .minimum(CLASSES as u32 - 1)?;
@@ -80,9 +101,11 @@ fn main() -> anyhow::Result<()> {
     let args: Vec<String> = std::env::args().collect();
     let runs = runs_arg(&args, 5)?;
     let flops = 3.0 * head_flops();
+    let (ih, iw) = Config::default().input_size;
+    let (fh, fw) = feature_size();
     let title = format!(
-        "assignment-3 head fine-tuning step ({BATCH} images, taps of a 180x240 input, head 1472-{HIDDEN}-{HIDDEN}-{CLASSES} at {}x{}), median of {runs}", FEATURES.0,
-        FEATURES.1
+        "assignment-3 head fine-tuning step ({BATCH} images, taps of a {ih}x{iw} input, head \
+         1472-{HIDDEN}-{HIDDEN}-{CLASSES} at {fh}x{fw}), median of {runs}"
     );
     // `--fast-only` skips candle's ops (for profiling the fast path); their column is NaN.
     let fast_only = args.iter().any(|a| a == "--fast-only");

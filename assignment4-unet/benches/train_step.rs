@@ -1,5 +1,5 @@
 //! Benchmark of one assignment-4 training step with the real U-Net at the default width
-//! (16), the default batch (4 random 256x256 RGB crops), cross-entropy + Dice and Adam:
+//! (24, `Config::default()`), the default batch (4 random 256x256 RGB crops), cross-entropy + Dice and Adam:
 //! `common`'s fast CPU kernels against candle's own ops (`set_force_candle_ops`).
 //!
 //! `cargo bench -p assignment4-unet --bench train_step [-- --runs N] [--fast-only]
