@@ -13,6 +13,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::augment::ElasticConfig;
 use crate::model::UNetConfig;
+use crate::predict::{HeldBack, Readout};
 
 /// The program's name: its run folders are `runs/<PROGRAM>/seed<seed>`.
 pub const PROGRAM: &str = "assignment4-unet";
@@ -69,6 +70,12 @@ pub struct Config {
     #[arg(long, value_name = "true|false", action = clap::ArgAction::Set, default_value_t = true)]
     #[serde(default)]
     pub tta: bool,
+    /// Two-class sets: a pixel is membrane where the net's membrane probability is at
+    /// least this, in the final evaluation and its pictures (0.5, the default, is the
+    /// argmax; lower values measured in the README)
+    #[arg(long, value_name = "P", default_value_t = 0.5)]
+    #[serde(default = "argmax_threshold")]
+    pub membrane_threshold: f64,
     /// Choose settings without looking at the held-back images: they stay out of the
     /// run, and another --n-val of the training images are held back and scored instead
     #[arg(long)]
@@ -107,6 +114,7 @@ impl Config {
                 self.crop
             );
         }
+        check_threshold(self.membrane_threshold)?;
         if !(self.lr.is_finite() && self.lr > 0.0) {
             bail!("--lr must be a positive number, got {}", self.lr);
         }
@@ -124,6 +132,14 @@ impl Config {
         self.run.out_dir(PROGRAM, self.seed)
     }
 
+    /// How the final evaluation reads out the net: `--tta`, `--membrane-threshold`.
+    pub fn readout(&self) -> Readout {
+        Readout {
+            test_time_views: self.tta,
+            membrane_threshold: self.membrane_threshold,
+        }
+    }
+
     /// The elastic deformation of the training crops, `None` with `--no-elastic`.
     pub fn elastic(&self) -> Option<ElasticConfig> {
         (!self.no_elastic).then_some(self.elastic)
@@ -138,6 +154,36 @@ impl Config {
             width: self.width,
         }
     }
+}
+
+/// `--membrane-threshold` of runs saved before the flag: the argmax's.
+pub fn argmax_threshold() -> f64 {
+    0.5
+}
+
+/// Rejects a `--membrane-threshold` outside (0, 1).
+fn check_threshold(threshold: f64) -> Result<()> {
+    if !(threshold > 0.0 && threshold < 1.0) {
+        bail!("--membrane-threshold must lie strictly between 0 and 1, got {threshold}");
+    }
+    Ok(())
+}
+
+/// The readout of `evaluate` and `predict`: their flags, else the training run's.
+fn saved_readout(tta: Option<bool>, threshold: Option<f64>, run: &HeldBack) -> Readout {
+    Readout {
+        test_time_views: tta.unwrap_or(run.tta),
+        membrane_threshold: threshold.unwrap_or(run.membrane_threshold),
+    }
+}
+
+/// `--membrane-threshold` of `evaluate` and `predict`, checked as `train` checks its own.
+fn parse_threshold(text: &str) -> Result<f64> {
+    let threshold = text
+        .parse::<f64>()
+        .map_err(|e| anyhow::anyhow!("not a number: {e}"))?;
+    check_threshold(threshold)?;
+    Ok(threshold)
 }
 
 /// `--seed`'s default; `evaluate` and `predict` read the run folder of this seed
@@ -180,7 +226,7 @@ fn resolved(saved: &SavedRunArgs) -> SavedRunArgs {
 }
 
 /// Evaluate a trained net on the held-back images of a data set (the training run's split)
-#[derive(Debug, Clone, PartialEq, Eq, Args, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Args, Serialize, Deserialize)]
 #[command(
     mut_arg("run_folder", |arg| arg.help(run_help())),
     mut_arg("out", |arg| arg.help(
@@ -212,6 +258,11 @@ pub struct EvaluateConfig {
     #[arg(long, value_name = "true|false", action = clap::ArgAction::Set)]
     #[serde(default)]
     pub tta: Option<bool>,
+    /// Two-class sets: membrane where its probability is at least P [default: the
+    /// training run's --membrane-threshold]
+    #[arg(long, value_name = "P", value_parser = parse_threshold)]
+    #[serde(default)]
+    pub membrane_threshold: Option<f64>,
 }
 
 impl Default for EvaluateConfig {
@@ -224,6 +275,11 @@ impl EvaluateConfig {
     /// `--checkpoint`, else the checkpoint of the run folder `--run` (which must exist).
     pub fn checkpoint_file(&self) -> Result<PathBuf> {
         checkpoint_file(&self.saved, self.checkpoint.as_deref())
+    }
+
+    /// `--tta` and `--membrane-threshold`, else those of the training run `run`.
+    pub fn readout(&self, run: &HeldBack) -> Readout {
+        saved_readout(self.tta, self.membrane_threshold, run)
     }
 
     /// `--out`, else `<run>/evaluate`, or `evaluate/` beside `--checkpoint`.
@@ -241,7 +297,7 @@ impl EvaluateConfig {
 }
 
 /// Predict masks for images of any size (files or folders of .png/.jpg)
-#[derive(Debug, Clone, PartialEq, Eq, Args, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Args, Serialize, Deserialize)]
 #[command(
     mut_arg("run_folder", |arg| arg.help(run_help())),
     mut_arg("out", |arg| arg.help(
@@ -270,12 +326,22 @@ pub struct PredictConfig {
     #[arg(long, value_name = "true|false", action = clap::ArgAction::Set)]
     #[serde(default)]
     pub tta: Option<bool>,
+    /// Two-class sets: membrane where its probability is at least P [default: the
+    /// training run's --membrane-threshold]
+    #[arg(long, value_name = "P", value_parser = parse_threshold)]
+    #[serde(default)]
+    pub membrane_threshold: Option<f64>,
 }
 
 impl PredictConfig {
     /// `--checkpoint`, else the checkpoint of the run folder `--run` (which must exist).
     pub fn checkpoint_file(&self) -> Result<PathBuf> {
         checkpoint_file(&self.saved, self.checkpoint.as_deref())
+    }
+
+    /// `--tta` and `--membrane-threshold`, else those of the training run `run`.
+    pub fn readout(&self, run: &HeldBack) -> Readout {
+        saved_readout(self.tta, self.membrane_threshold, run)
     }
 
     /// `--out`, else `<run>/predict`, or `predict/` beside `--checkpoint`.

@@ -19,7 +19,7 @@ use serde::{Deserialize, Serialize};
 use crate::config::EvaluateConfig;
 use crate::data::{locate_data, open_run_splits};
 use crate::model::{count_parameters, UNet};
-use crate::predict::{load_model, predict_mask, predict_scores};
+use crate::predict::{classify, load_model, predict_mask, predict_scores, Readout};
 use crate::rand_score::{RandCounts, RandScore};
 use crate::report::EvaluateReport;
 
@@ -91,10 +91,14 @@ pub struct Tally {
     pub n_images: usize,
 }
 
-/// Runs `model` (evaluation mode; with `tta` on the eight views of
-/// [`predict_scores`]) on every whole image of `ds`, one at a time, and adds up
-/// the confusion matrix, the Rand counts and the loss.
-pub fn tally_on(model: &UNet, ds: &dyn Dataset, tta: bool, device: &Device) -> Result<Tally> {
+/// Runs `model` (evaluation mode, read out as `readout` says) on every whole image of
+/// `ds`, one at a time, and adds up the confusion matrix, the Rand counts and the loss.
+pub fn tally_on(
+    model: &UNet,
+    ds: &dyn Dataset,
+    readout: &Readout,
+    device: &Device,
+) -> Result<Tally> {
     let mut tally = Tally {
         confusion: ConfusionMatrix::new(model.config().n_classes),
         rand: RandCounts::default(),
@@ -105,11 +109,11 @@ pub fn tally_on(model: &UNet, ds: &dyn Dataset, tta: bool, device: &Device) -> R
         let sample = ds.get(index)?;
         let xs = image_to_tensor(&sample.image, device)?.unsqueeze(0)?; // (1, C, H, W)
         let truth = mask_to_tensor(&sample.mask, device)?.unsqueeze(0)?; // (1, H, W)
-        let logits = predict_scores(model, &xs, tta)?; // (1, K, H, W)
+        let logits = predict_scores(model, &xs, readout.test_time_views)?; // (1, K, H, W)
         tally.loss_sum += common::loss::ce_dice_loss(&logits, &truth, None)?
             .to_dtype(candle::DType::F64)?
             .to_scalar::<f64>()?;
-        let pred = logits.argmax(1)?; // (1, H, W) u32
+        let pred = classify(&logits, readout.membrane_threshold)?; // (1, H, W) u32
         tally.confusion.update_tensors(&pred, &truth)?;
         let pred_mask = tensor_to_mask(&pred.squeeze(0)?)?; // (H, W)
         tally
@@ -123,10 +127,10 @@ pub fn tally_on(model: &UNet, ds: &dyn Dataset, tta: bool, device: &Device) -> R
 pub fn evaluate_model(
     model: &UNet,
     ds: &dyn Dataset,
-    tta: bool,
+    readout: &Readout,
     device: &Device,
 ) -> Result<Metrics> {
-    Metrics::from_evaluation(&tally_on(model, ds, tta, device)?, ds.class_names())
+    Metrics::from_evaluation(&tally_on(model, ds, readout, device)?, ds.class_names())
 }
 
 /// Writes `image | truth | prediction` panels, mask PNGs and overlays of the
@@ -135,12 +139,12 @@ pub fn save_predictions(
     model: &UNet,
     ds: &dyn Dataset,
     dir: &Path,
-    tta: bool,
+    readout: &Readout,
     device: &Device,
 ) -> Result<()> {
     for index in 0..ds.len() {
         let sample = ds.get(index)?;
-        let pred = predict_mask(model, &sample.image, tta, device)?;
+        let pred = predict_mask(model, &sample.image, readout, device)?;
         let id = sample.id.replace(['/', '\\'], "_");
         let file = |kind: &str| dir.join(format!("{id}_{kind}.png"));
         common::viz::save_panel(&file("panel"), &sample.image, Some(&sample.mask), &pred)?;
@@ -174,9 +178,15 @@ pub fn evaluate(cfg: &EvaluateConfig) -> Result<EvaluateReport> {
         );
     }
     let out = RunDir::create(cfg.out_dir(), &cfg.resolved())?;
-    let tta = cfg.tta.unwrap_or(loaded.split.tta);
-    let metrics = evaluate_model(&loaded.model, &splits.val, tta, &device)?;
-    save_predictions(&loaded.model, &splits.val, &out.predictions(), tta, &device)?;
+    let readout = cfg.readout(&loaded.split);
+    let metrics = evaluate_model(&loaded.model, &splits.val, &readout, &device)?;
+    save_predictions(
+        &loaded.model,
+        &splits.val,
+        &out.predictions(),
+        &readout,
+        &device,
+    )?;
     let report = EvaluateReport {
         checkpoint,
         model: *loaded.model.config(),

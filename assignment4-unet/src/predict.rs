@@ -6,7 +6,7 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context};
-use candle::{Device, ModuleT, Tensor};
+use candle::{DType, Device, ModuleT, Tensor};
 use candle_nn::VarMap;
 use common::checkpoint::{load_checkpoint, load_into_varmap};
 use common::data::image_io::{image_to_tensor, load_image, save_palette_mask, tensor_to_mask};
@@ -62,18 +62,58 @@ pub fn predict_scores(
         .log()
 }
 
-/// The class-index mask of one `(C, H, W)` image (argmax of the scores; see
-/// [`predict_scores`] for `test_time_views`).
+/// How a net's scores become a class mask: with or without the eight test-time views,
+/// and from which membrane probability a pixel of a two-class set is called membrane.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Readout {
+    /// The softmax averaged over the eight flips and quarter turns (see [`predict_scores`]).
+    pub test_time_views: bool,
+    /// Class 0 (membrane) wherever its probability is at least this, on two-class sets
+    /// (0.5 is the argmax); sets of more classes take the argmax.
+    pub membrane_threshold: f64,
+}
+
+impl Readout {
+    /// One plain pass and the argmax: the check after each epoch.
+    pub const PLAIN: Self = Self {
+        test_time_views: false,
+        membrane_threshold: 0.5,
+    };
+
+    /// The class of every pixel (see [`classify`]) of `(N, C, H, W)` images: `(N, H, W)` u32.
+    pub fn classes(&self, model: &UNet, images: &Tensor) -> candle::Result<Tensor> {
+        classify(
+            &predict_scores(model, images, self.test_time_views)?,
+            self.membrane_threshold,
+        )
+    }
+}
+
+/// The class of every pixel from scores (logits or log-probabilities): on two classes,
+/// class 0 wherever its softmax probability is at least `membrane_threshold`, else 1; on
+/// more classes, the argmax.
+///
+/// # Shapes
+/// `(N, K, H, W) -> (N, H, W)` u32
+pub fn classify(scores: &Tensor, membrane_threshold: f64) -> candle::Result<Tensor> {
+    if scores.dim(1)? != 2 {
+        return scores.argmax(1);
+    }
+    let membrane = candle_nn::ops::softmax(scores, 1)?
+        .narrow(1, 0, 1)?
+        .squeeze(1)?; // (N, H, W)
+    membrane.lt(membrane_threshold)?.to_dtype(DType::U32)
+}
+
+/// The class-index mask of one `(C, H, W)` image, read out as `readout` says.
 pub fn predict_mask(
     model: &UNet,
     image: &Array3<f32>,
-    test_time_views: bool,
+    readout: &Readout,
     device: &Device,
 ) -> Result<Array2<u8>> {
     let xs = image_to_tensor(image, device)?.unsqueeze(0)?; // (1, C, H, W)
-    let classes = predict_scores(model, &xs, test_time_views)?
-        .argmax(1)?
-        .squeeze(0)?; // (H, W) u32
+    let classes = readout.classes(model, &xs)?.squeeze(0)?; // (H, W) u32
     tensor_to_mask(&classes)
 }
 
@@ -97,7 +137,7 @@ struct SavedInfo {
 /// How a run split its data: `n_val` images held back with `seed`, and with
 /// `tune` another `n_val` of the training images scored instead of them; and
 /// whether it scored them with test-time augmentation (`tta`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Deserialize)]
 pub struct HeldBack {
     pub n_val: usize,
     pub seed: u64,
@@ -105,6 +145,9 @@ pub struct HeldBack {
     pub tune: bool,
     #[serde(default)]
     pub tta: bool,
+    /// Absent from checkpoints written before the flag: 0.5, the argmax they used.
+    #[serde(default = "crate::config::argmax_threshold")]
+    pub membrane_threshold: f64,
 }
 
 /// A trained net read back from a checkpoint written by `train`.
@@ -192,7 +235,7 @@ pub fn predict(cfg: &PredictConfig) -> Result<Vec<PathBuf>> {
     let loaded = load_model(&cfg.checkpoint_file()?, &device)?;
     let views = Views {
         tile: cfg.tile,
-        tta: cfg.tta.unwrap_or(loaded.split.tta),
+        readout: cfg.readout(&loaded.split),
     };
     if views.tile.is_some() && cfg.tta == Some(true) {
         bail!("--tta true works on whole images only: leave out --tile, or pass --tta false");
@@ -216,7 +259,7 @@ pub fn predict(cfg: &PredictConfig) -> Result<Vec<PathBuf>> {
 /// test-time augmentation; tiles use none).
 struct Views {
     tile: Option<usize>,
-    tta: bool,
+    readout: Readout,
 }
 
 /// Predicts one image file into `out`; returns the mask's path.
@@ -229,8 +272,14 @@ fn predict_file(
 ) -> Result<PathBuf> {
     let image = load_image(file)?;
     let mask = match views.tile {
-        Some(tile) => tiled_mask(model, &image, tile, device),
-        None => predict_mask(model, &image, views.tta, device),
+        Some(tile) => tiled_mask(
+            model,
+            &image,
+            tile,
+            views.readout.membrane_threshold,
+            device,
+        ),
+        None => predict_mask(model, &image, &views.readout, device),
     }
     .with_context(|| format!("predicting {file:?}"))?;
     let stem = file.file_stem().and_then(|s| s.to_str()).unwrap_or("image");

@@ -68,12 +68,13 @@ pub fn run(cfg: &Config) -> Result<Report> {
     })?;
 
     // Evaluation on the held-back whole images, and their pictures.
-    let evaluation = evaluate_model(&model, &splits.val, cfg.tta, &device)?;
+    let readout = cfg.readout();
+    let evaluation = evaluate_model(&model, &splits.val, &readout, &device)?;
     save_predictions(
         &model,
         &splits.val,
         &run_dir.predictions(),
-        cfg.tta,
+        &readout,
         &device,
     )?;
     let report = Report {

@@ -10,7 +10,7 @@
 use candle::{Device, Tensor};
 
 use crate::model::UNet;
-use crate::predict::{predict_logits, SIZE_MULTIPLE};
+use crate::predict::{classify, predict_logits, SIZE_MULTIPLE};
 
 /// The four 2x2 pools of the U-Net.
 const DEPTH: usize = 4;
@@ -114,14 +114,16 @@ pub fn predict_tiled(
         .narrow(3, 0, w)
 }
 
-/// The class mask of one image by [`predict_tiled`] with [`context_margin`].
+/// The class mask of one image by [`predict_tiled`] with [`context_margin`] (see
+/// [`classify`] for `membrane_threshold`).
 pub fn tiled_mask(
     model: &UNet,
     image: &ndarray::Array3<f32>,
     tile: usize,
+    membrane_threshold: f64,
     device: &Device,
 ) -> common::Result<ndarray::Array2<u8>> {
     let xs = common::data::image_io::image_to_tensor(image, device)?.unsqueeze(0)?; // (1, C, H, W)
     let scores = predict_tiled(model, &xs, tile, context_margin())?; // (1, K, H, W)
-    common::data::image_io::tensor_to_mask(&scores.argmax(1)?.squeeze(0)?)
+    common::data::image_io::tensor_to_mask(&classify(&scores, membrane_threshold)?.squeeze(0)?)
 }

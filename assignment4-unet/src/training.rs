@@ -21,7 +21,7 @@ use crate::config::Config;
 use crate::data::{Repeated, Splits, ISBI_CLASSES};
 use crate::evaluate::evaluate_model;
 use crate::model::UNet;
-use crate::predict::CheckpointInfo;
+use crate::predict::{CheckpointInfo, Readout};
 use crate::weight_map::{batch_weight_maps, WeightMapConfig};
 
 /// What [`train`] trains, on what, and where it writes.
@@ -147,7 +147,7 @@ pub fn crop_loss(logits: &Tensor, masks: &Tensor, weight_map: bool) -> candle::R
 /// The check after each epoch: the loss on the held-back images, and their
 /// membrane Dice (ISBI) or mean foreground Dice (other sets).
 pub fn validate(model: &UNet, val: &InMemoryDataset, device: &Device) -> Result<Validation> {
-    let metrics = evaluate_model(model, val, false, device)?;
+    let metrics = evaluate_model(model, val, &Readout::PLAIN, device)?;
     let is_isbi = val.class_names.iter().map(String::as_str).eq(ISBI_CLASSES);
     let metric = if is_isbi {
         ("membrane Dice".to_string(), metrics.class_dice(0))

@@ -188,6 +188,7 @@ fn short_run_on_generated_membranes_learns_and_writes_its_files() -> Result<()> 
         checkpoint: None,
         tile: None,
         tta: None,
+        membrane_threshold: None,
     })?;
     let mask = common::data::image_io::load_palette_mask(&written[0])?;
     assert_eq!(mask.dim(), (37, 23));
@@ -201,6 +202,7 @@ fn short_run_on_generated_membranes_learns_and_writes_its_files() -> Result<()> 
         checkpoint: None,
         tile: Some(16),
         tta: None,
+        membrane_threshold: None,
     })?;
     let tiled_mask = common::data::image_io::load_palette_mask(&tiled[0])?;
     assert_eq!(tiled_mask.dim(), (37, 23));
