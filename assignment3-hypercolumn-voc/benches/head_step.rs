@@ -13,7 +13,7 @@
 //! the `a3-head-step` case of `bench/pytorch_bench.py`.
 
 use assignment3_hypercolumn_voc::config::Config;
-use assignment3_hypercolumn_voc::model::{head, FeatureNorm, HeadConfig};
+use assignment3_hypercolumn_voc::model::{head, prepare_taps, FeatureNorm, HeadConfig};
 use candle::{DType, Device, Tensor};
 use candle_nn::VarMap;
 use common::bench::{compare_with_candle, median_ms, runs_arg};
@@ -30,38 +30,38 @@ fn feature_size() -> (usize, usize) {
     Config::default().feature_size()
 }
 
-/// `(channels, height, width)` of the VGG16 taps of the default input as the head
-/// receives them: tap `i` at the input size halved `i` times, shrunk to the feature size
-/// where larger (as `prepare_taps`).
-fn tap_shapes() -> Vec<(usize, usize, usize)> {
+/// Random VGG16 taps of the default input as the head receives them: tap `i` at the
+/// input size halved `i` times, through `prepare_taps` at the feature size.
+///
+/// # Shapes
+/// `taps[i] (BATCH, TAP_CHANNELS[i], h_i, w_i)`
+fn default_taps(device: &Device) -> anyhow::Result<Vec<Tensor>> {
     let (ih, iw) = Config::default().input_size;
     let (fh, fw) = feature_size();
-    let tap = |i: usize, c: usize| match (ih >> i, iw >> i) {
-        (h, w) if h * w > fh * fw => (c, fh, fw),
-        (h, w) => (c, h, w),
-    };
-    TAP_CHANNELS
+    let raw = TAP_CHANNELS
         .iter()
         .enumerate()
-        .map(|(i, &c)| tap(i, c))
-        .collect()
+        .map(|(i, &c)| Tensor::rand(0f32, 4., (BATCH, c, ih >> i, iw >> i), device))
+        .collect::<candle::Result<Vec<_>>>()?;
+    Ok(prepare_taps(&raw, fh, fw, DType::F32)?)
 }
 
-/// 1x1-conv FLOPs of one forward pass: the first layer per tap at its resolution, the
-/// other two at the feature resolution.
-fn head_flops() -> f64 {
-    let first: usize = tap_shapes()
-        .iter()
-        .map(|&(c, h, w)| HIDDEN * c * h * w)
-        .sum();
+/// 1x1-conv FLOPs of one forward pass on `taps`: the first layer per tap at its
+/// resolution, the other two at the feature resolution.
+fn head_flops(taps: &[Tensor]) -> anyhow::Result<f64> {
+    let mut first = 0;
+    for tap in taps {
+        let (_, c, h, w) = tap.dims4()?;
+        first += HIDDEN * c * h * w;
+    }
     let (fh, fw) = feature_size();
     let rest = (HIDDEN * HIDDEN + CLASSES * HIDDEN) * fh * fw;
-    2.0 * (BATCH * (first + rest)) as f64
+    Ok(2.0 * (BATCH * (first + rest)) as f64)
 }
 
 /// Median ms of `runs` fine-tuning steps after one warm-up (with the ops chosen by
 /// `common::bench::compare_with_candle`).
-fn time_steps(runs: usize) -> anyhow::Result<f64> {
+fn time_steps(taps: &[Tensor], runs: usize) -> anyhow::Result<f64> {
     let device = Device::Cpu;
     let z: usize = TAP_CHANNELS.iter().sum();
     // The normalisation fitted on 64 random hypercolumns, as phase 1 fits it on samples.
@@ -80,16 +80,12 @@ fn time_steps(runs: usize) -> anyhow::Result<f64> {
         vec![param_group("head", &varmap, None, 1.0)],
         AdamConfig::adam(1e-4),
     )?;
-    let taps = tap_shapes()
-        .into_iter()
-        .map(|(c, h, w)| Tensor::rand(0f32, 4., (BATCH, c, h, w), &device))
-        .collect::<candle::Result<Vec<_>>>()?;
     let (fh, fw) = feature_size();
     let labels = (Tensor::rand(0f32, CLASSES as f32, (BATCH, fh, fw), &device)?.floor()?)
         .to_dtype(DType::U32)?
         .minimum(CLASSES as u32 - 1)?;
     median_ms(runs, || {
-        let logits = conv_head.forward_taps(&taps, fh, fw)?;
+        let logits = conv_head.forward_taps(taps, fh, fw)?;
         let loss = common::loss::pixel_cross_entropy(&logits, &labels, None)?;
         anyhow::ensure!(loss.to_scalar::<f32>()?.is_finite(), "loss is not finite");
         optimizer.step(&loss.backward()?)?;
@@ -100,7 +96,8 @@ fn time_steps(runs: usize) -> anyhow::Result<f64> {
 fn main() -> anyhow::Result<()> {
     let args: Vec<String> = std::env::args().collect();
     let runs = runs_arg(&args, 5)?;
-    let flops = 3.0 * head_flops();
+    let taps = default_taps(&Device::Cpu)?;
+    let flops = 3.0 * head_flops(&taps)?;
     let (ih, iw) = Config::default().input_size;
     let (fh, fw) = feature_size();
     let title = format!(
@@ -110,7 +107,7 @@ fn main() -> anyhow::Result<()> {
     // `--fast-only` skips candle's ops (for profiling the fast path); their column is NaN.
     let fast_only = args.iter().any(|a| a == "--fast-only");
     compare_with_candle(&title, "a3-head-step", flops, fast_only, || {
-        time_steps(runs)
+        time_steps(&taps, runs)
     })?;
     Ok(())
 }
