@@ -13,7 +13,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::augment::ElasticConfig;
 use crate::model::UNetConfig;
-use crate::predict::{HeldBack, Readout};
+use crate::predict::{HeldBack, Readout, ARGMAX_THRESHOLD};
 
 /// The program's name: its run folders are `runs/<PROGRAM>/seed<seed>`.
 pub const PROGRAM: &str = "assignment4-unet";
@@ -73,7 +73,7 @@ pub struct Config {
     /// Two-class sets: a pixel is membrane where the net's membrane probability is at
     /// least this, in the final evaluation and its pictures (0.5, the default, is the
     /// argmax; lower values measured in the README)
-    #[arg(long, value_name = "P", default_value_t = 0.5)]
+    #[arg(long, value_name = "P", default_value_t = ARGMAX_THRESHOLD)]
     #[serde(default = "argmax_threshold")]
     pub membrane_threshold: f64,
     /// Choose settings without looking at the held-back images: they stay out of the
@@ -158,7 +158,7 @@ impl Config {
 
 /// `--membrane-threshold` of runs saved before the flag: the argmax's.
 pub fn argmax_threshold() -> f64 {
-    0.5
+    ARGMAX_THRESHOLD
 }
 
 /// Rejects a `--membrane-threshold` outside (0, 1).

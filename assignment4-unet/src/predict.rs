@@ -73,11 +73,14 @@ pub struct Readout {
     pub membrane_threshold: f64,
 }
 
+/// The membrane threshold that is the argmax of two classes.
+pub const ARGMAX_THRESHOLD: f64 = 0.5;
+
 impl Readout {
     /// One plain pass and the argmax: the check after each epoch.
     pub const PLAIN: Self = Self {
         test_time_views: false,
-        membrane_threshold: 0.5,
+        membrane_threshold: ARGMAX_THRESHOLD,
     };
 
     /// The class of every pixel (see [`classify`]) of `(N, C, H, W)` images: `(N, H, W)` u32.
